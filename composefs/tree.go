@@ -74,8 +74,9 @@ type Node struct {
 	Nlink uint32 // ignored for directories: the writer computes it
 	Rdev  uint64 // glibc dev_t, for character and block devices
 	Mtime Timespec
-	// Size is st_size for regular files. For symlinks it is the target's length;
-	// it is ignored for directories and special files.
+	// Size is st_size for regular files. For symlinks it is the target's length. It is
+	// ignored for directories; for special files it is written as 0, but a value over
+	// 32 bits makes the inode extended, as in mkcomposefs.
 	Size uint64
 	// Payload is a symlink's target, or a regular file's backing path relative to the
 	// object store ("ab/cdef..."). Empty means none.
