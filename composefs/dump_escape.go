@@ -21,6 +21,9 @@ const (
 	// escapeLoneDash writes a field that is exactly "-" as \x2d: optional fields, where a
 	// raw "-" means absent.
 	escapeLoneDash
+	// escapeNoSpace leaves spaces as they are (isprint rather than isgraph): composefs-info
+	// ls prints paths this way, tab-separated.
+	escapeNoSpace
 )
 
 const hexDigits = "0123456789abcdef"
@@ -43,6 +46,8 @@ func appendEscaped[T ~string | ~[]byte](dst []byte, s T, flags escapeFlags) []by
 			dst = append(dst, '\\', 'r')
 		case c == '\t':
 			dst = append(dst, '\\', 't')
+		case c == ' ' && flags&escapeNoSpace != 0:
+			dst = append(dst, c)
 		case c <= ' ' || c >= 0x7f || (c == '=' && flags&escapeEqual != 0):
 			dst = append(dst, '\\', 'x', hexDigits[c>>4], hexDigits[c&0xf])
 		default:

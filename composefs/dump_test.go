@@ -2,53 +2,15 @@ package composefs
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
-
-// dumpVectorDir is the upstream composefs test assets in ../shared beside the checkout.
-func dumpVectorDir(t testing.TB) string {
-	t.Helper()
-	d := filepath.Join("..", "..", "shared", "vectors", "composefs")
-	if _, err := os.Stat(d); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("composefs vectors missing: %v", err)
-		}
-		t.Skipf("needs ../shared/vectors/composefs beside the checkout: %v", err)
-	}
-	return d
-}
-
-func loadDumpVector(t testing.TB, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if data, err = io.ReadAll(zr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return data
-}
-
-// dumpVectorNonStrict are the vectors upstream parses without CFS_PARSE_STRICT.
-var dumpVectorNonStrict = map[string]bool{
-	"no-newline.dump": true, "longlink.dump": true, "honggfuzz-longlink-unterminated.dump": true,
-}
 
 func printDump(t testing.TB, root *Node) []byte {
 	t.Helper()
@@ -63,7 +25,7 @@ func printDump(t testing.TB, root *Node) []byte {
 // printing and parsing again (strictly: the printer's output is canonical) gives an equal
 // tree, and printing that gives the same text.
 func TestParseDumpVectors(t *testing.T) {
-	dir := dumpVectorDir(t)
+	dir := vectorDir(t)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.dump*"))
 	n := 0
 	for _, path := range files {
@@ -74,10 +36,10 @@ func TestParseDumpVectors(t *testing.T) {
 		n++
 		t.Run(name, func(t *testing.T) {
 			var opts []DumpOption
-			if !dumpVectorNonStrict[strings.TrimSuffix(name, ".gz")] {
+			if !vectorNonStrict[strings.TrimSuffix(name, ".gz")] {
 				opts = append(opts, DumpStrict())
 			}
-			root, err := ParseDump(bytes.NewReader(loadDumpVector(t, path)), opts...)
+			root, err := ParseDump(bytes.NewReader(loadVector(t, path)), opts...)
 			if err != nil {
 				t.Fatalf("ParseDump: %v", err)
 			}
@@ -102,7 +64,7 @@ func TestParseDumpVectors(t *testing.T) {
 // TestParseDumpShouldFail checks that each should-fail vector is refused strictly, at the
 // right line, for the reason its name gives.
 func TestParseDumpShouldFail(t *testing.T) {
-	dir := dumpVectorDir(t)
+	dir := vectorDir(t)
 	tests := map[string]struct {
 		line int
 		want string
@@ -135,7 +97,7 @@ func TestParseDumpShouldFail(t *testing.T) {
 			if !ok {
 				t.Fatalf("no table row for %s", name)
 			}
-			_, err := ParseDump(bytes.NewReader(loadDumpVector(t, path)), DumpStrict())
+			_, err := ParseDump(bytes.NewReader(loadVector(t, path)), DumpStrict())
 			checkDumpError(t, err, tt.line, tt.want)
 		})
 	}
@@ -156,10 +118,10 @@ func checkDumpError(t *testing.T, err error, line int, want string) {
 // prints, hard links included, except directory SIZEs, which the parser cannot know (they
 // are EROFS directory sizes; the tree keeps 0).
 func TestWriteDumpCanonical(t *testing.T) {
-	dir := dumpVectorDir(t)
+	dir := vectorDir(t)
 	for _, name := range []string{"special.dump", "config.dump.gz", "config-with-hard-link.dump.gz"} {
 		t.Run(name, func(t *testing.T) {
-			in := loadDumpVector(t, filepath.Join(dir, name))
+			in := loadVector(t, filepath.Join(dir, name))
 			root, err := ParseDump(bytes.NewReader(in), DumpStrict())
 			if err != nil {
 				t.Fatal(err)

@@ -10,19 +10,7 @@ import (
 	"strings"
 )
 
-// Overlay xattr names the writer adds or escapes.
 const (
-	xattrOverlayPrefix      = "trusted.overlay."
-	xattrOverlayEscape      = "trusted.overlay.overlay."
-	xattrMetacopy           = "trusted.overlay.metacopy"
-	xattrRedirect           = "trusted.overlay.redirect"
-	xattrOpaque             = "trusted.overlay.opaque"
-	xattrEscapedWhiteout    = "trusted.overlay.overlay.whiteout"
-	xattrEscapedWhiteouts   = "trusted.overlay.overlay.whiteouts"
-	xattrEscapedOpaque      = "trusted.overlay.overlay.opaque"
-	xattrUserWhiteout       = "user.overlay.whiteout"
-	xattrUserWhiteouts      = "user.overlay.whiteouts"
-	xattrUserOpaque         = "user.overlay.opaque"
 	xattrACLAccess          = "system.posix_acl_access"
 	xattrACLDefault         = "system.posix_acl_default"
 	maxSharedXattrsPerInode = 128  // EROFS_XATTR_LONG_PREFIX: h_shared_count's usable range
@@ -235,7 +223,7 @@ func (b *imageBuilder) build(root *Node) error {
 	}
 	// The root is marked opaque so nothing below it shows through, and 256 whiteout stubs
 	// hide the object directories of stores that old kernels mounted as a plain lower layer.
-	r.setXattr(xattrOpaque, []byte("y"))
+	r.setXattr(ovlOpaque, []byte("y"))
 	var stubs []*inode
 	selinux, hasSelinux := root.GetXattr("security.selinux")
 	for i := 0; i < 256; i++ {
@@ -349,8 +337,8 @@ func (b *imageBuilder) addOverlayXattrs(in *inode) error {
 	// Escape the input's own overlay xattrs so the composefs overlay passes them through
 	// to users of the mount (nested overlays) instead of acting on them.
 	for k := range in.xattrs {
-		if rest, ok := strings.CutPrefix(in.xattrs[k].Key, xattrOverlayPrefix); ok {
-			in.xattrs[k].Key = xattrOverlayEscape + rest
+		if rest, ok := strings.CutPrefix(in.xattrs[k].Key, ovlPrefix); ok {
+			in.xattrs[k].Key = ovlEscapedPrefix + rest
 		}
 	}
 	if in.external() {
@@ -363,22 +351,22 @@ func (b *imageBuilder) addOverlayXattrs(in *inode) error {
 		} else {
 			mc = []byte{}
 		}
-		in.setXattr(xattrMetacopy, mc)
+		in.setXattr(ovlMetacopy, mc)
 		if p := in.payload; p != "" {
-			in.setXattr(xattrRedirect, []byte("/"+p))
+			in.setXattr(ovlRedirect, []byte("/"+p))
 		}
 	}
 	if in.typ() == ModeChar && in.rdev == 0 {
 		in.size = 0
 		in.mode = ModeReg | in.mode&^ModeTypeMask
-		in.setXattr(xattrEscapedWhiteout, []byte{})
-		in.setXattr(xattrUserWhiteout, []byte{})
+		in.setXattr(ovlEscapedWhiteout, []byte{})
+		in.setXattr(ovlUserWhiteout, []byte{})
 		p := in.parent
-		p.setXattr(xattrEscapedWhiteouts, []byte{})
-		p.setXattr(xattrUserWhiteouts, []byte{})
+		p.setXattr(ovlEscapedWhiteouts, []byte{})
+		p.setXattr(ovlUserWhiteouts, []byte{})
 		if b.version >= 1 {
-			p.setXattr(xattrEscapedOpaque, []byte("x"))
-			p.setXattr(xattrUserOpaque, []byte("x"))
+			p.setXattr(ovlEscapedOpaque, []byte("x"))
+			p.setXattr(ovlUserOpaque, []byte("x"))
 		}
 	}
 	return nil

@@ -16,25 +16,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ociboot/ociboot/internal/testutil"
 	"golang.org/x/sys/unix"
 )
-
-// requireRootOrCI skips a test that needs root, except under CI (CI=true), where a
-// skipped tier would go unnoticed, so it fails instead. why says what needs root.
-func requireRootOrCI(t testing.TB, why ...string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	reason := "needs root"
-	if len(why) > 0 {
-		reason += ": " + strings.Join(why, " ")
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true, so not skipping)", reason)
-	}
-	t.Skip(reason)
-}
 
 // scanFixture builds a directory tree from a list of entries, failing the test on any error.
 type scanFixture struct {
@@ -309,7 +293,7 @@ func checkScanFile(t *testing.T, n *Node, data []byte, store *Store) {
 }
 
 func TestScanDir(t *testing.T) {
-	requireRootOrCI(t, "mknod, chown and trusted.* xattrs")
+	testutil.RequireRoot(t, "mknod, chown and trusted.* xattrs")
 	src := buildScanFixture(t)
 	store := openTestStore(t)
 	tree, err := ScanDir(context.Background(), src, WithDigestStore(store))
