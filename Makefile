@@ -1,0 +1,45 @@
+# ociboot: `make demo` runs the main job, `make check` runs every test.
+# Both install what they need (Debian packages through apt-get when run as root,
+# Go modules through the module proxy).
+
+GO        ?= go
+BIN       := bin/ociboot
+GOFLAGS_B := -trimpath
+TAGS      := containers_image_openpgp
+export CGO_ENABLED := 0
+
+.PHONY: all build deps check test vet fmt-check demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_B) -tags '$(TAGS)' -o $(BIN) ./cmd/ociboot
+
+# deps installs the Debian packages the tests use; it does nothing for what is present.
+deps:
+	./hack/install-deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet -tags '$(TAGS)' ./...
+
+test:
+	$(GO) test -tags '$(TAGS)' -count=1 -timeout 25m ./...
+
+# check is the README's test command and what CI runs (.ci/run).
+check: deps fmt-check vet build test
+
+demo: build
+	./hack/demo.sh
+
+bench:
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./composefs/
+
+fuzz:
+	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzParseDump -fuzztime 60s ./composefs/
+
+clean:
+	rm -rf bin
