@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -362,13 +363,19 @@ func rdCompareGoErofs(t *testing.T, im *Image, root *Node, img []byte) {
 			return err
 		}
 		st := fi.Sys().(*erofs.Stat)
-		got := fmt.Sprintf("%v %d %d:%d nlink %d mtime %d.%d rdev %d", fi.Mode(), fi.Size(), st.UID, st.GID, st.Nlink, st.Mtime, st.MtimeNs, st.Rdev)
+		got := fmt.Sprintf("%v %d %d:%d nlink %d mtime %d.%d rdev %d", st.Mode, fi.Size(), st.UID, st.GID, st.Nlink, st.Mtime, st.MtimeNs, st.Rdev)
 		ours := fmt.Sprintf("%v %d %d:%d nlink %d mtime %d.%d rdev %d", rdGoErofsMode(n.Mode), n.Size, n.UID, n.GID, n.Nlink, n.Mtime.Sec, n.Mtime.Nsec, n.Rdev)
 		if got != ours {
 			t.Errorf("%s: go-erofs %s, ours %s", p, got, ours)
 		}
+		gx := map[string]string{}
+		for k, v := range st.Xattrs {
+			// go-erofs names the ACL indexes "system.posix_acl_access." with a trailing
+			// dot; the kernel (and everyone else) without.
+			gx[strings.TrimSuffix(k, ".")] = v
+		}
 		for _, x := range n.Xattrs {
-			if v, ok := st.Xattrs[x.Key]; !ok || v != string(x.Value) {
+			if v, ok := gx[x.Key]; !ok || v != string(x.Value) {
 				t.Errorf("%s: xattr %s: go-erofs %q (%v), ours %q", p, x.Key, v, ok, x.Value)
 			}
 		}
@@ -384,6 +391,27 @@ func rdCompareGoErofs(t *testing.T, im *Image, root *Node, img []byte) {
 			nid, err := im.lookup(p)
 			if err != nil {
 				return err
+			}
+			if ino, err := im.inode(nid); err != nil {
+				return err
+			} else if ino.layout == layoutChunkBased {
+				if n.Size >= 1<<43 {
+					return nil
+				}
+				// A composefs stub: a chunk map of holes, reading as zeros. (Above
+				// 8 TiB libcomposefs puts the map in a block the kernel never reads,
+				// so such files read garbage: not compared.)
+				f, err := fsys.Open(p)
+				if err != nil {
+					return err
+				}
+				head := make([]byte, min(n.Size, 8192))
+				_, err = io.ReadFull(f, head)
+				f.Close()
+				if err != nil || !bytes.Equal(head, make([]byte, len(head))) {
+					t.Errorf("%s: go-erofs reads the stub as %.16x... (%v), want zeros", p, head, err)
+				}
+				return nil
 			}
 			ours, err := im.readFileData(nid)
 			if err != nil {
