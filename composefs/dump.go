@@ -189,12 +189,18 @@ func (p *dumpParser) parseLine(line []byte) (string, error) {
 	// the optional ones.
 	var f [numFields][]byte
 	rest := line
-	for i := 0; i < numFields && rest != nil; i++ {
+	nf := 0
+	for ; nf < numFields && rest != nil; nf++ {
 		if j := bytes.IndexByte(rest, ' '); j >= 0 {
-			f[i], rest = rest[:j], rest[j+1:]
+			f[nf], rest = rest[:j], rest[j+1:]
 		} else {
-			f[i], rest = rest, nil
+			f[nf], rest = rest, nil
 		}
+	}
+	if nf <= fieldMtime {
+		// Every line needs PATH through MTIME; naming the count says more than the
+		// first empty number would.
+		return string(f[fieldPath]), fmt.Errorf("only %d of the 11 fields (PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST)", nf)
 	}
 
 	rawPath, err := unescape(f[fieldPath])

@@ -49,6 +49,9 @@ func OpenImage(r io.ReaderAt) (*Image, error) {
 	im := &Image{r: r}
 	var head [erofsSuperOffset + erofsSuperSize]byte
 	if err := readFull(r, head[:], 0); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, corrupt("shorter than the %d bytes of header and superblock", len(head))
+		}
 		return nil, fmt.Errorf("reading image header: %w", err)
 	}
 	mustDecode(head[:cfsHeaderSize], &im.hdr)
@@ -105,6 +108,9 @@ func (im *Image) Version() uint32 { return im.hdr.ComposefsVersion }
 func (im *Image) checkSuperblockSum() error {
 	buf := make([]byte, blockSize-erofsSuperOffset)
 	if err := readFull(im.r, buf, erofsSuperOffset); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return corrupt("superblock truncated")
+		}
 		return fmt.Errorf("reading superblock: %w", err)
 	}
 	clear(buf[4:8])

@@ -15,10 +15,12 @@ const (
 	xattrACLDefault         = "system.posix_acl_default"
 	maxSharedXattrsPerInode = 128  // EROFS_XATTR_LONG_PREFIX: h_shared_count's usable range
 	maxExternalChunks       = 1024 // LCFS_MAX_NONINLINE_CHUNKS
-	maxFormatVersion        = 1
 	fsverityHashAlgSHA256   = 1
 	xattrDumpBudget         = 65535 // per-inode xattr budget for in-memory callers
 )
+
+// MaxFormatVersion is the highest composefs format version WriteImage writes.
+const MaxFormatVersion = 1
 
 // WriteOption configures WriteImage.
 type WriteOption func(*writeConfig)
@@ -44,12 +46,12 @@ var ErrFileTooLarge = errors.New("file too large for the composefs format")
 // Nothing is written if the tree fails validation; an error from w leaves a partial
 // image, which callers write to a temporary file and discard.
 func WriteImage(w io.Writer, root *Node, opts ...WriteOption) (int, error) {
-	cfg := writeConfig{minVersion: 0, maxVersion: maxFormatVersion}
+	cfg := writeConfig{minVersion: 0, maxVersion: MaxFormatVersion}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.minVersion < 0 || cfg.minVersion > maxFormatVersion || cfg.maxVersion < 0 || cfg.maxVersion > maxFormatVersion {
-		return 0, fmt.Errorf("format version must be 0..%d (min %d, max %d)", maxFormatVersion, cfg.minVersion, cfg.maxVersion)
+	if cfg.minVersion < 0 || cfg.minVersion > MaxFormatVersion || cfg.maxVersion < 0 || cfg.maxVersion > MaxFormatVersion {
+		return 0, fmt.Errorf("format version must be 0..%d (min %d, max %d)", MaxFormatVersion, cfg.minVersion, cfg.maxVersion)
 	}
 	if cfg.maxVersion < cfg.minVersion {
 		cfg.maxVersion = cfg.minVersion

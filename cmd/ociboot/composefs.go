@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 )
 
@@ -10,6 +12,14 @@ func newComposefsCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "composefs",
 		Short: "Make, inspect and mount composefs images",
+		// Without RunE, cobra shows the help for an unknown verb and exits 0, which
+		// lets a typo in a script pass.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q: run '%s --help' for the commands", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
 	}
 	cmd.AddCommand(
 		newMkimageCmd(g),

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -22,6 +24,11 @@ are not in --basedir.`,
 		ValidArgs: []string{"ls", "dump", "objects", "missing-objects"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			verb, images := args[0], args[1:]
+			switch verb {
+			case "ls", "dump", "objects", "missing-objects":
+			default:
+				return fmt.Errorf("unknown info command %q: want ls, dump, objects or missing-objects", verb)
+			}
 			if verb == "missing-objects" && basedir == "" {
 				return fmt.Errorf("missing-objects needs --basedir, the object store to look in")
 			}
@@ -65,8 +72,6 @@ are not in --basedir.`,
 						}
 						fmt.Fprintln(out, o)
 					}
-				default:
-					return fmt.Errorf("unknown info command %q: want ls, dump, objects or missing-objects", verb)
 				}
 			}
 			return out.Flush()
@@ -84,6 +89,10 @@ func openImage(path string) (*composefs.Image, *os.File, error) {
 	im, err := composefs.OpenImage(f)
 	if err != nil {
 		f.Close()
+		if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, composefs.ErrCorruptImage) {
+			// A file shorter than the header is not an image either.
+			return nil, nil, fmt.Errorf("%s: %w: %v", path, composefs.ErrCorruptImage, err)
+		}
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return im, f, nil

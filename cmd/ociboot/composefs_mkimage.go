@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -67,38 +68,102 @@ func runMkimage(cmd *cobra.Command, o *mkimageOptions, args []string) error {
 		return errors.New("--digest-store needs a directory SOURCE: a dump carries no file contents")
 	case o.skipXattrs && o.userXattrs:
 		return errors.New("--skip-xattrs and --user-xattrs contradict each other")
+	case o.minVersion < 0 || o.minVersion > composefs.MaxFormatVersion:
+		return fmt.Errorf("--min-version %d: composefs format versions are 0..%d", o.minVersion, composefs.MaxFormatVersion)
+	case o.maxVersion < 0 || o.maxVersion > composefs.MaxFormatVersion:
+		return fmt.Errorf("--max-version %d: composefs format versions are 0..%d", o.maxVersion, composefs.MaxFormatVersion)
+	}
+	// Fail before a scan that may take minutes, not after it.
+	if image != "" && image != "-" {
+		if err := checkImagePath(image); err != nil {
+			return err
+		}
 	}
 	root, err := loadSource(cmd, o, src)
 	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("%w (run as a user who can read all of %s, usually root)", err, src)
+		}
 		return err
 	}
 	opts := []composefs.WriteOption{composefs.WithMinVersion(o.minVersion), composefs.WithMaxVersion(o.maxVersion)}
 	hasher := composefs.NewVerityHasher(composefs.SHA256)
+	// write makes the image into w. WriteImage fails either on the tree, for a format
+	// limit, which the error blames on SOURCE, or on w, which destWriter marks.
+	write := func(w io.Writer, dest string) error {
+		_, err := composefs.WriteImage(io.MultiWriter(destWriter{w, dest}, hasher), root, opts...)
+		if err != nil && !errors.As(err, new(destError)) {
+			return fmt.Errorf("%s: %w", sourceName(src), err)
+		}
+		return err
+	}
 	switch {
 	case o.printDigestOnly:
-		if _, err := composefs.WriteImage(hasher, root, opts...); err != nil {
-			return err
-		}
+		err = write(io.Discard, "")
 	case image == "-":
 		w := bufio.NewWriter(cmd.OutOrStdout())
-		if _, err := composefs.WriteImage(io.MultiWriter(w, hasher), root, opts...); err != nil {
-			return err
-		}
-		if err := w.Flush(); err != nil {
-			return err
+		if err = write(w, "standard output"); err == nil {
+			if err = w.Flush(); err != nil {
+				err = fmt.Errorf("writing standard output: %w", err)
+			}
 		}
 	default:
-		if err := writeFileAtomic(image, func(w io.Writer) error {
-			_, err := composefs.WriteImage(io.MultiWriter(w, hasher), root, opts...)
-			return err
-		}); err != nil {
-			return err
-		}
+		err = writeFileAtomic(image, func(w io.Writer) error { return write(w, image) })
+	}
+	if err != nil {
+		return err
 	}
 	if o.printDigest || o.printDigestOnly {
 		fmt.Fprintln(cmd.OutOrStdout(), hasher.Digest())
 	}
 	return nil
+}
+
+// sourceName is SOURCE as error messages name it.
+func sourceName(src string) string {
+	if src == "-" {
+		return "standard input"
+	}
+	return src
+}
+
+// checkImagePath reports what would keep IMAGE from being written: a directory in its
+// place, or no directory to hold it.
+func checkImagePath(image string) error {
+	if fi, err := os.Stat(image); err == nil && fi.IsDir() {
+		return fmt.Errorf("IMAGE %s is a directory: name the image file to write", image)
+	}
+	dir := filepath.Dir(image)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("IMAGE directory %s does not exist: create it first", dir)
+	case err != nil:
+		return fmt.Errorf("IMAGE directory %s: %w", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("IMAGE directory %s is not a directory", dir)
+	}
+	return nil
+}
+
+// destError is a failure to write the image out, as opposed to a tree the format cannot
+// hold.
+type destError struct{ error }
+
+func (e destError) Unwrap() error { return e.error }
+
+// destWriter marks the errors of w as destError.
+type destWriter struct {
+	w    io.Writer
+	name string
+}
+
+func (d destWriter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err != nil {
+		err = destError{fmt.Errorf("writing %s: %w", d.name, err)}
+	}
+	return n, err
 }
 
 func loadSource(cmd *cobra.Command, o *mkimageOptions, src string) (*composefs.Node, error) {
@@ -107,14 +172,14 @@ func loadSource(cmd *cobra.Command, o *mkimageOptions, src string) (*composefs.N
 		if src != "-" {
 			f, err := os.Open(src)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("reading dump: %w", err)
 			}
 			defer f.Close()
 			r = f
 		}
 		root, err := composefs.ParseDump(bufio.NewReaderSize(r, 1<<16))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", src, err)
+			return nil, fmt.Errorf("%s: %w", sourceName(src), err)
 		}
 		return root, nil
 	}
@@ -147,12 +212,15 @@ func loadSource(cmd *cobra.Command, o *mkimageOptions, src string) (*composefs.N
 
 // writeFileAtomic writes path through a temporary file in the same directory, made
 // durable and renamed into place only when write succeeded: a failure never leaves a
-// partial file at path.
+// partial file at path, nor the temporary file. Errors of write are returned as they are.
 func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("writing %s: %w (is %s writable by this user?)", path, err, dir)
+		}
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -162,13 +230,13 @@ func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 	}()
 	bw := bufio.NewWriterSize(tmp, 1<<16)
 	if err = write(bw); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	if err = bw.Flush(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err = tmp.Chmod(0o644); err != nil {
-		return err
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err = tmp.Sync(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -177,7 +245,7 @@ func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }
