@@ -1,6 +1,7 @@
 package composefs
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -51,18 +52,26 @@ func xattrEntryLen(x Xattr) uint64 {
 // computeSharedXattrs puts every (key, value) pair used by more than one inode into the
 // shared table, in libcomposefs's order (key, then length, then bytes, all descending).
 func (b *imageBuilder) computeSharedXattrs() {
-	byKV := map[string]*sharedXattr{}
-	kv := func(x Xattr) string { return x.Key + "\x00" + string(x.Value) }
+	// Keyed by name, then value: indexing with string(bytes) does not allocate.
+	byKV := map[string]map[string]*sharedXattr{}
 	var all []*sharedXattr
-	for _, in := range b.bfs {
-		for _, x := range in.xattrs {
-			e := byKV[kv(x)]
+	ents := make([][]*sharedXattr, len(b.bfs))
+	for i, in := range b.bfs {
+		ents[i] = make([]*sharedXattr, len(in.xattrs))
+		for k, x := range in.xattrs {
+			vals := byKV[x.Key]
+			if vals == nil {
+				vals = map[string]*sharedXattr{}
+				byKV[x.Key] = vals
+			}
+			e := vals[string(x.Value)]
 			if e == nil {
 				e = &sharedXattr{Xattr: x}
-				byKV[kv(x)] = e
+				vals[string(x.Value)] = e
 				all = append(all, e)
 			}
 			e.count++
+			ents[i][k] = e
 		}
 	}
 	slices.SortFunc(all, func(a, b *sharedXattr) int {
@@ -72,7 +81,7 @@ func (b *imageBuilder) computeSharedXattrs() {
 		if c := cmp.Compare(len(b.Value), len(a.Value)); c != 0 {
 			return c
 		}
-		return strings.Compare(string(b.Value), string(a.Value))
+		return bytes.Compare(b.Value, a.Value)
 	})
 	var off uint64
 	for _, e := range all {
@@ -84,11 +93,10 @@ func (b *imageBuilder) computeSharedXattrs() {
 		}
 	}
 	b.sharedSize = off
-	for _, in := range b.bfs {
+	for i, in := range b.bfs {
 		in.sharedOff = make([]int64, len(in.xattrs))
 		n := 0
-		for k, x := range in.xattrs {
-			e := byKV[kv(x)]
+		for k, e := range ents[i] {
 			if e.shared && n < maxSharedXattrsPerInode {
 				in.sharedOff[k] = e.offset
 				n++
@@ -199,7 +207,7 @@ func (b *imageBuilder) computeInodes() error {
 		if len(in.xattrs) > 0 {
 			in.xattrSize = roundUp(xattrHeaderSize+4*nShared+inline, 4)
 			if (in.xattrSize-xattrHeaderSize)/4+1 > 0xffff {
-				return fmt.Errorf("%s: xattrs take %d bytes, more than an EROFS inode can hold", in.path, in.xattrSize)
+				return fmt.Errorf("%s: xattrs take %d bytes, more than an EROFS inode can hold", in.path(), in.xattrSize)
 			}
 		}
 		ppos := pos
@@ -282,7 +290,7 @@ func (b *imageBuilder) write(w *countingWriter) error {
 			return err
 		}
 		if w.n != in.nid*inodeSlotSize {
-			return fmt.Errorf("internal error: %s placed at %d, written at %d", in.path, in.nid*inodeSlotSize, w.n)
+			return fmt.Errorf("internal error: %s placed at %d, written at %d", in.path(), in.nid*inodeSlotSize, w.n)
 		}
 		var blkaddr uint32
 		if in.nBlocks > 0 && (in.typ() == ModeDir || in.typ() == ModeReg || in.typ() == ModeSymlink) {

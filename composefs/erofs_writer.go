@@ -100,7 +100,7 @@ var errStopWalk = errors.New("stop")
 // inode is the writer's working copy of one node: the input rewritten for EROFS (overlay
 // xattrs added, whiteouts escaped) plus its layout.
 type inode struct {
-	path     string // for error messages
+	src      *Node // the input node (nil for the root's stubs), for error messages
 	name     string
 	mode     uint32
 	uid, gid uint32
@@ -134,6 +134,14 @@ type dirent struct {
 	target *inode
 }
 
+// path names the inode in error messages; computed only then.
+func (i *inode) path() string {
+	if i.src == nil {
+		return "/" + i.name
+	}
+	return i.src.Path()
+}
+
 func (i *inode) typ() uint32 { return i.mode & ModeTypeMask }
 
 func (i *inode) external() bool {
@@ -164,7 +172,6 @@ type imageBuilder struct {
 	minMtime   Timespec
 	hasACL     bool
 	shared     []*sharedXattr
-	sharedByKV map[string]*sharedXattr
 	sharedSize uint64
 	inodesEnd  uint64
 	dataBlocks uint64
@@ -218,7 +225,7 @@ func (b *imageBuilder) build(root *Node) error {
 			return fmt.Errorf("%s: hard link to %s, which is not in the tree", l.Path(), l.Link().Path())
 		}
 		if t.typ() == ModeDir {
-			return fmt.Errorf("%s: hard link to directory %s", l.Path(), t.path)
+			return fmt.Errorf("%s: hard link to directory %s", l.Path(), t.path())
 		}
 		p := byNode[l.Parent()]
 		p.dirents = append(p.dirents, dirent{name: l.Name(), target: t})
@@ -233,7 +240,7 @@ func (b *imageBuilder) build(root *Node) error {
 		if root.Lookup(name) != nil {
 			continue
 		}
-		s := &inode{path: "/" + name, name: name, mode: ModeChar | 0o644, nlink: 1, uid: r.uid, gid: r.gid, mtime: r.mtime, parent: r}
+		s := &inode{name: name, mode: ModeChar | 0o644, nlink: 1, uid: r.uid, gid: r.gid, mtime: r.mtime, parent: r}
 		if hasSelinux {
 			s.xattrs = []Xattr{{Key: "security.selinux", Value: selinux}}
 		}
@@ -255,7 +262,7 @@ func (b *imageBuilder) build(root *Node) error {
 
 func (b *imageBuilder) newInode(n *Node) (*inode, error) {
 	in := &inode{
-		path:  n.Path(),
+		src:   n,
 		name:  n.Name(),
 		mode:  n.Mode,
 		uid:   n.UID,
@@ -266,7 +273,7 @@ func (b *imageBuilder) newInode(n *Node) (*inode, error) {
 		size:  n.Size,
 	}
 	fail := func(format string, a ...any) error {
-		return fmt.Errorf("%s: %s", in.path, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%s: %s", in.path(), fmt.Sprintf(format, a...))
 	}
 	switch in.typ() {
 	case ModeReg:
@@ -288,7 +295,7 @@ func (b *imageBuilder) newInode(n *Node) (*inode, error) {
 		if in.external() {
 			in.chunkBits, in.chunks = chunking(in.size)
 			if in.chunks > maxExternalChunks {
-				return nil, fmt.Errorf("%s: %w: %d bytes needs %d chunks, the limit is %d", in.path, ErrFileTooLarge, in.size, in.chunks, maxExternalChunks)
+				return nil, fmt.Errorf("%s: %w: %d bytes needs %d chunks, the limit is %d", in.path(), ErrFileTooLarge, in.size, in.chunks, maxExternalChunks)
 			}
 		}
 	case ModeSymlink:
