@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -87,6 +88,11 @@ func Mount(ctx context.Context, image, objectsDir, target string, opts ...MountO
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	// The overlay keeps the data directory as given: an absolute path keeps mountinfo
+	// meaningful from any working directory.
+	if abs, err := filepath.Abs(objectsDir); err == nil {
+		objectsDir = abs
 	}
 	f, err := os.Open(image)
 	if err != nil {
