@@ -38,6 +38,14 @@ demo: build
 bench:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./composefs/
 
+# bench-pull: the end-to-end pull benchmark (root): a debootstrap+kernel image in a loopback
+# docker-registry, ociboot image pull cold and warm beside skopeo copy and umoci unpack.
+# Builds and caches the image in $OCIBOOT_BENCH_CACHE (default ~/.cache/ociboot-bench;
+# ~1.3 GB, and ~2 GB more while it runs).
+.PHONY: bench-pull
+bench-pull: build
+	./hack/bench-pull.sh
+
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzParseDump -fuzztime 60s ./composefs/
 

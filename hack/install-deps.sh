@@ -10,12 +10,33 @@ need=(
 	fsck.erofs:erofs-utils
 	debootstrap:debootstrap
 	fsverity:fsverity
+	# The pull tests: a registry on the loopback interface, and the independent tools
+	# whose trees ociboot's are compared with. buildah builds with --isolation chroot,
+	# which needs no OCI runtime (crun, runc) and, as root with the overlay driver, no
+	# fuse-overlayfs: its recommends are not installed.
+	docker-registry:docker-registry
+	skopeo:skopeo
+	umoci:umoci
+	buildah:buildah
+	busybox:busybox-static
+)
+
+# file:package pairs. The build uses CGO_ENABLED=0 and the containers_image_openpgp tag;
+# a plain `go vet ./...` (cgo on, no tags) compiles containers/image's gpgme and
+# containers/storage's btrfs code, which need these headers.
+need_files=(
+	/usr/include/gpgme.h:libgpgme-dev
+	/usr/include/btrfs/ioctl.h:libbtrfs-dev
 )
 
 missing=()
 for pair in "${need[@]}"; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+for pair in "${need_files[@]}"; do
+	file=${pair%%:*} pkg=${pair#*:}
+	[ -e "$file" ] || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -27,4 +48,11 @@ fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# docker-registry's package starts a registry on every interface: the tests start their
+# own, so keep services from starting while installing, unless a policy already says.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -38,7 +38,7 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	ociboot = filepath.Join(dir, "ociboot")
-	build := exec.Command("go", "build", "-o", ociboot, ".")
+	build := exec.Command("go", "build", "-tags", "containers_image_openpgp", "-o", ociboot, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "TestMain: go build: %v\n%s", err, out)

@@ -31,6 +31,9 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 			}
 			g.log.SetLevel(lvl)
 			g.log.SetOutput(cmd.ErrOrStderr())
+			// containers/image logs through logrus's standard logger; it follows ours.
+			logrus.SetLevel(lvl)
+			logrus.SetOutput(cmd.ErrOrStderr())
 			return nil
 		},
 	}
@@ -39,6 +42,7 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 	cmd.AddCommand(
 		newVersionCmd(),
 		newComposefsCmd(g),
+		newImageCmd(g),
 	)
 	return cmd
 }
