@@ -43,6 +43,7 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newVersionCmd(),
 		newComposefsCmd(g),
 		newImageCmd(g),
+		newConfigDiffCmd(g),
 	)
 	return cmd
 }
