@@ -209,10 +209,55 @@ func (m *mounter) mountNew(ctx context.Context) error {
 		return fmt.Errorf("mounting erofs image %s: %w", m.path, err)
 	}
 	defer unix.Close(erofs)
-	if err := m.overlayNew(erofs); err != nil {
+	mnt, err := m.overlayNew(erofs)
+	if err != nil {
 		return fmt.Errorf("mounting overlay on %s: %w", m.target, err)
 	}
+	defer unix.Close(mnt)
+	if err := unix.MoveMount(mnt, "", unix.AT_FDCWD, m.target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("mounting overlay on %s: move_mount to %s: %w", m.target, m.target, err)
+	}
 	return nil
+}
+
+// MountDetached mounts the composefs image as Mount does but attaches it nowhere: it
+// returns the overlay's mount as an open directory. Reading through it (os.OpenRoot on
+// "/proc/self/fd/N", or *at calls on its descriptor) needs no mount point, and the mount
+// goes away when the file is closed or the process dies, so a crash leaves nothing
+// mounted. It needs the new mount API (Linux 6.7 or later for data-only layers).
+func MountDetached(ctx context.Context, image, objectsDir string, opts ...MountOption) (*os.File, error) {
+	var cfg mountConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if abs, err := filepath.Abs(objectsDir); err == nil {
+		objectsDir = abs
+	}
+	f, err := os.Open(image)
+	if err != nil {
+		return nil, fmt.Errorf("mounting composefs image: %w", err)
+	}
+	defer f.Close()
+	if cfg.digest != nil {
+		if err := checkImageDigest(f, *cfg.digest); err != nil {
+			return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
+		}
+	}
+	flags, err := readMountHeader(f)
+	if err != nil {
+		return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
+	}
+	m := &mounter{cfg: cfg, image: f, path: image, hasACL: flags&cfsFlagHasACL != 0, objects: objectsDir}
+	erofs, err := m.erofsDetached(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mounting erofs image %s: %w", image, err)
+	}
+	defer unix.Close(erofs)
+	mnt, err := m.overlayNew(erofs)
+	if err != nil {
+		return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
+	}
+	return os.NewFile(uintptr(mnt), "composefs:"+filepath.Base(image)), nil
 }
 
 // erofsDetached returns the fd of a detached read-only EROFS mount of the image.
@@ -263,17 +308,17 @@ func (m *mounter) erofsFrom(source string) (int, error) {
 	return fc.mount(unix.MOUNT_ATTR_RDONLY)
 }
 
-// overlayNew creates the overlay on the detached EROFS mount and moves it to the target.
-func (m *mounter) overlayNew(erofs int) error {
+// overlayNew creates the overlay on the detached EROFS mount and returns it, detached.
+func (m *mounter) overlayNew(erofs int) (int, error) {
 	fc, err := fsOpen("overlay")
 	if err != nil {
-		return err
+		return -1, err
 	}
 	defer fc.close()
 	// Before Linux 6.5 overlayfs took options through the legacy shim, which accepts any
 	// key unchecked; only the full fs_context implementation rejects this one.
 	if unix.FsconfigSetString(fc.fd, "unsupported", "unsupported") == nil {
-		return fmt.Errorf("overlayfs does not validate fsconfig keys: %w", errNeedLegacy)
+		return -1, fmt.Errorf("overlayfs does not validate fsconfig keys: %w", errNeedLegacy)
 	}
 	fc.messages() // the expected complaint about "unsupported" must not blame a later step
 	const dataOnly = " (does the kernel support data-only lower layers, Linux ≥ 6.7?)"
@@ -296,35 +341,27 @@ func (m *mounter) overlayNew(erofs int) error {
 	for _, s := range steps {
 		if err := fc.set(s.key, s.value); err != nil {
 			if errors.Is(err, unix.EINVAL) && s.hint == dataOnly {
-				return fmt.Errorf("%w%s: %w", err, s.hint, errNeedLegacy)
+				return -1, fmt.Errorf("%w%s: %w", err, s.hint, errNeedLegacy)
 			}
 			if errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("%w%s", err, s.hint)
+				return -1, fmt.Errorf("%w%s", err, s.hint)
 			}
-			return err
+			return -1, err
 		}
 	}
 	if err := fc.create(); err != nil {
 		// Older kernels with lowerdir+ can still refuse a detached mount as a layer
 		// (clone_private_mount wanted a mount in the caller's namespace).
 		if errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("%w (see dmesg): %w", err, errNeedLegacy)
+			return -1, fmt.Errorf("%w (see dmesg): %w", err, errNeedLegacy)
 		}
-		return err
+		return -1, err
 	}
 	attr := 0
 	if m.cfg.upper == "" {
 		attr = unix.MOUNT_ATTR_RDONLY
 	}
-	mnt, err := fc.mount(attr)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(mnt)
-	if err := unix.MoveMount(mnt, "", unix.AT_FDCWD, m.target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount to %s: %w", m.target, err)
-	}
-	return nil
+	return fc.mount(attr)
 }
 
 // mountLegacy mounts with mount(2) only, as mount.composefs does on older kernels.

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -313,5 +314,58 @@ func TestMountErrors(t *testing.T) {
 				t.Errorf("loop devices left attached: %v", loops)
 			}
 		})
+	}
+}
+
+// TestMountDetached reads the image through a mount attached nowhere: nothing appears in
+// mountinfo, and closing the file releases the mount.
+func TestMountDetached(t *testing.T) {
+	requireMountPrivileges(t)
+	fx := mntBuildFixture(t)
+	before, _ := os.ReadFile("/proc/self/mountinfo")
+	f, err := MountDetached(context.Background(), fx.image, fx.objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile("/proc/self/mountinfo")
+	if !bytes.Equal(before, after) {
+		t.Errorf("a detached mount changed mountinfo")
+	}
+	root, err := os.OpenRoot("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same entries, types, sizes and modes as the expected tree (the fd path is a
+	// magic link, so the full comparison, which lstats its roots, cannot take it).
+	list := func(fsys fs.FS) (out []string) {
+		fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			size := fi.Size()
+			if d.IsDir() {
+				size = 0
+			}
+			out = append(out, fmt.Sprintf("%s %v %d", p, fi.Mode(), size))
+			return nil
+		})
+		return out
+	}
+	if got, want := list(root.FS()), list(os.DirFS(fx.expect)); !slices.Equal(got, want) {
+		t.Errorf("detached mount lists\n%q\nwant\n%q", got, want)
+	}
+	if got, err := root.ReadFile("big"); err != nil || !bytes.Equal(got, fx.content) {
+		t.Errorf("big through os.Root: %d bytes (%v)", len(got), err)
+	}
+	root.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MountDetached(context.Background(), filepath.Join(t.TempDir(), "nope.cfs"), fx.objects); err == nil {
+		t.Errorf("a missing image mounted")
 	}
 }
