@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -27,9 +26,7 @@ func WithLogger(l logrus.FieldLogger) MergeOption {
 }
 
 func newMergeOptions(opts []MergeOption) *mergeOptions {
-	discard := logrus.New()
-	discard.SetOutput(io.Discard)
-	o := &mergeOptions{log: discard}
+	o := &mergeOptions{log: discardLogger()}
 	for _, opt := range opts {
 		opt(o)
 	}

@@ -23,7 +23,7 @@ func TestBuildahImage(t *testing.T) {
 	buildah := testutil.RequireTool(t, "buildah", "buildah")
 	addr, _ := startRegistry(t)
 	base := busyboxImage(t)
-	base.push(t, addr, "base", "1")
+	base.Push(t, addr, "base", "1")
 
 	// A storage of the test's own, so that tests and the host's images do not mix; the
 	// containers-storage reference below names it, so ociboot reads the same one.
@@ -120,7 +120,7 @@ var buildahSpots = []spot{
 // busyboxImage is the base image of the build: Debian's static busybox and links to it
 // for the commands the Containerfile's RUN uses, an /etc with root in it, and
 // /etc/removed-by-run for RUN to remove.
-func busyboxImage(t testing.TB) *ociImage {
+func busyboxImage(t testing.TB) *testutil.Image {
 	t.Helper()
 	bb := testutil.RequireTool(t, "busybox", "busybox-static")
 	// RUN executes it inside the image, which has no shared libraries.
@@ -136,7 +136,7 @@ func busyboxImage(t testing.TB) *ociImage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newLayer().
+	l := testutil.NewLayer().
 		Dir("bin", 0o755).File("bin/busybox", 0o755, string(bin))
 	for _, cmd := range []string{"sh", "ls", "rm", "mkdir", "echo", "cat", "ln", "cp", "mv", "chmod", "true"} {
 		l.Symlink("bin/"+cmd, "busybox")
@@ -144,11 +144,11 @@ func busyboxImage(t testing.TB) *ociImage {
 	l.Dir("etc", 0o755).
 		File("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n").
 		File("etc/group", 0o644, "root:x:0:\n").
-		File("etc/kept-by-run", 0o640, "kept\n", withOwner(1000, 1000)).
+		File("etc/kept-by-run", 0o640, "kept\n", testutil.WithOwner(1000, 1000)).
 		Dir("etc/removed-by-run", 0o755).File("etc/removed-by-run/file", 0o644, "removed\n").
 		Dir("root", 0o700).
 		Dir("tmp", 0o1777)
-	return buildImage(t, imageConfig{"Env": []string{"PATH=/bin"}, "Cmd": []string{"/bin/sh"}}, []*tarLayer{l})
+	return testutil.BuildImage(t, testutil.ImageConfig{"Env": []string{"PATH=/bin"}, "Cmd": []string{"/bin/sh"}}, []*testutil.Layer{l})
 }
 
 // buildahStorage is a containers-storage of the test's own (overlay driver), which every

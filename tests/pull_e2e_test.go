@@ -22,12 +22,12 @@ import (
 func TestPullRegistry(t *testing.T) {
 	testutil.RequireRoot(t, "mounts the pulled composefs image")
 	addr, logPath := startRegistry(t)
-	img := buildImage(t, imageConfig{"Cmd": []string{"/bin/sh"}}, []*tarLayer{
-		newLayer().Dir("etc", 0o755).File("etc/os-release", 0o644, "ID=smoke\n").
+	img := testutil.BuildImage(t, testutil.ImageConfig{"Cmd": []string{"/bin/sh"}}, []*testutil.Layer{
+		testutil.NewLayer().Dir("etc", 0o755).File("etc/os-release", 0o644, "ID=smoke\n").
 			File("etc/big", 0o644, strings.Repeat("0123456789abcdef", 4096)),
-		newLayer().Dir("etc", 0o755).File("etc/motd", 0o644, "hello from layer 2\n").Whiteout("etc/big"),
+		testutil.NewLayer().Dir("etc", 0o755).File("etc/motd", 0o644, "hello from layer 2\n").Whiteout("etc/big"),
 	})
-	img.push(t, addr, "smoke/img", "1")
+	img.Push(t, addr, "smoke/img", "1")
 	ref := addr + "/smoke/img:1"
 	sysroot := t.TempDir()
 
@@ -59,7 +59,7 @@ func TestPullRegistry(t *testing.T) {
 	if manifestGets == 0 {
 		t.Errorf("first pull: no request for the manifest in the registry's access log")
 	}
-	for _, d := range append([]descriptor{img.Config}, img.Layers...) {
+	for _, d := range append([]testutil.Descriptor{img.Config}, img.Layers...) {
 		if n := blobGets[d.Digest]; n != 1 {
 			t.Errorf("first pull: blob %s (%s) fetched %d times, want once", d.Digest, d.MediaType, n)
 		}
@@ -166,8 +166,8 @@ func TestPullMatchesUmoci(t *testing.T) {
 	skopeo := testutil.RequireTool(t, "skopeo", "skopeo")
 	umoci := testutil.RequireTool(t, "umoci", "umoci")
 	addr, _ := startRegistry(t)
-	img := buildImage(t, imageConfig{"Env": []string{"PATH=/usr/bin"}}, umociLayers(), 1) // layer 1 uncompressed
-	img.push(t, addr, "umoci/img", "v1")
+	img := testutil.BuildImage(t, testutil.ImageConfig{"Env": []string{"PATH=/usr/bin"}}, umociLayers(), 1) // layer 1 uncompressed
+	img.Push(t, addr, "umoci/img", "v1")
 	ref := addr + "/umoci/img:v1"
 
 	// umoci's side: skopeo copies the image into an OCI layout, umoci unpacks it.
@@ -293,7 +293,7 @@ var umociSpots = []spot{
 }
 
 // umociLayers are the layers of the umoci comparison, bottom first.
-func umociLayers() []*tarLayer {
+func umociLayers() []*testutil.Layer {
 	rng := rand.New(rand.NewPCG(1, 2))
 	big := make([]byte, 200000)
 	for i := range big {
@@ -303,13 +303,13 @@ func umociLayers() []*tarLayer {
 	longTarget := strings.Repeat("../target/", 30) + "end"           // past tar's 100 bytes
 	odd := "names/with space, comma:colon\ttab ünïcödé \\ backslash" // names mount options would escape
 	capNetRaw := string(fileCap(1 << 13))
-	l1 := newLayer().
+	l1 := testutil.NewLayer().
 		Dir("etc", 0o755).
 		File("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n").
 		Dir("usr", 0o755).Dir("usr/bin", 0o755).
 		File("usr/bin/tool", 0o4755, "#!/bin/sh\necho tool\n").
-		File("usr/bin/setgid", 0o2711, "setgid", withOwner(0, 42)).
-		File("usr/bin/ping", 0o755, "ping binary", withXattr("security.capability", capNetRaw)).
+		File("usr/bin/setgid", 0o2711, "setgid", testutil.WithOwner(0, 42)).
+		File("usr/bin/ping", 0o755, "ping binary", testutil.WithXattr("security.capability", capNetRaw)).
 		File("big", 0o644, string(big)).
 		File("empty", 0o644, "").
 		Dir("data", 0o755).
@@ -325,36 +325,36 @@ func umociLayers() []*tarLayer {
 		File("file2dir", 0o644, "file").
 		Symlink("sym2dir", "etc").
 		Dir("dev", 0o755).
-		Char("dev/null", 0o666, 1, 3, withXattr("trusted.on-chr", "c")).
-		Block("dev/loop0", 0o660, 7, 0, withOwner(0, 6)).
+		Char("dev/null", 0o666, 1, 3, testutil.WithXattr("trusted.on-chr", "c")).
+		Block("dev/loop0", 0o660, 7, 0, testutil.WithOwner(0, 6)).
 		Char("dev/big", 0o600, 4095, 1048575).
 		Fifo("dev/fifo", 0o600).
-		Fifo("dev/fifo2", 0o620, withXattr("trusted.on-fifo", "f")).
+		Fifo("dev/fifo2", 0o620, testutil.WithXattr("trusted.on-fifo", "f")).
 		Dir("xattrs", 0o755).
-		File("xattrs/file", 0o640, "with xattrs", withXattr("user.note", "hello, world"), withXattr("user.empty", ""),
-			withXattr("user.binary", "\x00\x01\xfe\xff"), withXattr("trusted.secret", "t")).
-		Dir("xattrs/dir", 0o755, withXattr("user.dirnote", "layer 1"), withXattr("trusted.dir", "d")).
-		Symlink("xattrs/symlink", "file", withXattr("trusted.on-symlink", "s")).
+		File("xattrs/file", 0o640, "with xattrs", testutil.WithXattr("user.note", "hello, world"), testutil.WithXattr("user.empty", ""),
+			testutil.WithXattr("user.binary", "\x00\x01\xfe\xff"), testutil.WithXattr("trusted.secret", "t")).
+		Dir("xattrs/dir", 0o755, testutil.WithXattr("user.dirnote", "layer 1"), testutil.WithXattr("trusted.dir", "d")).
+		Symlink("xattrs/symlink", "file", testutil.WithXattr("trusted.on-symlink", "s")).
 		Dir("modes", 0o755).
 		File("modes/none", 0, "none").
 		File("modes/all", 0o7777, "all").
 		Dir("modes/sticky", 0o1777).
 		Dir("modes/locked", 0).File("modes/locked/inside", 0o644, "in a 0000 directory").
 		Dir("owners", 0o755).
-		File("owners/file", 0o644, "owned", withOwner(70000, 65536)).
-		Dir("owners/dir", 0o750, withOwner(1000, 1000)).
-		Symlink("owners/symlink", "file", withOwner(70000, 65536)).
-		Dir("times", 0o755, withMtime(1600000000, 0)).
-		File("times/ns", 0o644, "ns", withMtime(1700000000, 123456789)).
-		File("times/old", 0o644, "before 1970", withMtime(-1234567890, 987654321)).
-		File("times/future", 0o644, "after 2038", withMtime(4102444800, 999999999)).
-		Symlink("times/symlink", "ns", withMtime(1500000000, 500000000)).
+		File("owners/file", 0o644, "owned", testutil.WithOwner(70000, 65536)).
+		Dir("owners/dir", 0o750, testutil.WithOwner(1000, 1000)).
+		Symlink("owners/symlink", "file", testutil.WithOwner(70000, 65536)).
+		Dir("times", 0o755, testutil.WithMtime(1600000000, 0)).
+		File("times/ns", 0o644, "ns", testutil.WithMtime(1700000000, 123456789)).
+		File("times/old", 0o644, "before 1970", testutil.WithMtime(-1234567890, 987654321)).
+		File("times/future", 0o644, "after 2038", testutil.WithMtime(4102444800, 999999999)).
+		Symlink("times/symlink", "ns", testutil.WithMtime(1500000000, 500000000)).
 		Dir("names", 0o755).
 		File(longName, 0o644, "long name").
 		Symlink("names/long-target", longTarget).
 		File(odd, 0o644, "odd").
 		Symlink("names/symlink", "../etc/passwd")
-	l2 := newLayer().
+	l2 := testutil.NewLayer().
 		Dir("etc", 0o755).
 		File("etc/passwd", 0o600, "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n").
 		Dir("data", 0o755).
@@ -362,20 +362,20 @@ func umociLayers() []*tarLayer {
 		Whiteout("data/gone").
 		Link("data/gone-link2", "data/gone-link").
 		Whiteout("rmdir").
-		Dir("opq", 0o750, withOwner(1000, 1000)).Opaque("opq").File("opq/new", 0o644, "new").
+		Dir("opq", 0o750, testutil.WithOwner(1000, 1000)).Opaque("opq").File("opq/new", 0o644, "new").
 		File("dir2file", 0o644, "now a file").
 		Dir("file2dir", 0o755).File("file2dir/y", 0o644, "y").
 		Dir("sym2dir", 0o700).File("sym2dir/z", 0o644, "z").
 		Dir("xattrs", 0o755).
-		Dir("xattrs/dir", 0o755, withXattr("user.dirnote", "layer 2")).
+		Dir("xattrs/dir", 0o755, testutil.WithXattr("user.dirnote", "layer 2")).
 		Dir("dev", 0o755).Whiteout("dev/fifo")
-	l3 := newLayer().
+	l3 := testutil.NewLayer().
 		Dir("data", 0o755).
 		Link("data/shared-link3", "data/shared").
 		Link("data/replaced-new-link", "data/replaced").
 		Dir("l3", 0o755).File("l3/a", 0o644, "a in layer 3").Link("l3/b", "l3/a").
 		Dir("links", 0o755).Link("links/hl-symlink", "names/symlink")
-	return []*tarLayer{l1, l2, l3}
+	return []*testutil.Layer{l1, l2, l3}
 }
 
 // checkSpotsAt checks spots against one tree: the mount (what a spot's mounted says, if

@@ -1,21 +1,15 @@
 package tests
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,7 +76,7 @@ func runRegistry(t testing.TB, bin, config, addr, logPath string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close() // the child has its own descriptor
+	defer logf.Close() // the child has its own testutil.Descriptor
 	cmd := exec.Command(bin, "serve", config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test binary
@@ -195,255 +189,11 @@ func registryRequests(t testing.TB, logPath string) []registryRequest {
 	return out
 }
 
-// A tarLayer is a layer the test writes, entry by entry, in the order given:
-//
-//	newLayer().Dir("etc", 0o755).File("etc/motd", 0o644, "hi", withOwner(1, 2)).Whiteout("etc/old")
-//
-// Every entry is root-owned with mtime defaultMtime unless an option says otherwise. The
-// tar is written in PAX format, so nanosecond mtimes, long names and SCHILY.xattr.*
-// records go through as a real image's would.
-type tarLayer struct{ entries []tarEntry }
-
-type tarEntry struct {
-	hdr  tar.Header
-	body []byte
-}
-
-// entryOpt changes one entry's header.
-type entryOpt func(*tar.Header)
-
-// defaultMtime is 2023-11-14T22:13:20Z.
-var defaultMtime = time.Unix(1700000000, 0).UTC()
-
-func newLayer() *tarLayer { return &tarLayer{} }
-
-func withOwner(uid, gid int) entryOpt {
-	return func(h *tar.Header) { h.Uid, h.Gid = uid, gid }
-}
-
-func withMtime(sec, nsec int64) entryOpt {
-	return func(h *tar.Header) { h.ModTime = time.Unix(sec, nsec).UTC() }
-}
-
-// withXattr adds an extended attribute as a PAX SCHILY.xattr.KEY record.
-func withXattr(key, value string) entryOpt {
-	return func(h *tar.Header) {
-		if h.PAXRecords == nil {
-			h.PAXRecords = map[string]string{}
-		}
-		h.PAXRecords["SCHILY.xattr."+key] = value
-	}
-}
-
-func (l *tarLayer) add(h tar.Header, body []byte, opts []entryOpt) *tarLayer {
-	h.ModTime, h.Format = defaultMtime, tar.FormatPAX
-	for _, o := range opts {
-		o(&h)
-	}
-	l.entries = append(l.entries, tarEntry{h, body})
-	return l
-}
-
-func (l *tarLayer) Dir(name string, mode int64, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}, nil, opts)
-}
-
-func (l *tarLayer) File(name string, mode int64, content string, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(content))}, []byte(content), opts)
-}
-
-func (l *tarLayer) Symlink(name, target string, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}, nil, opts)
-}
-
-// Link adds a hard link at name to target, a path in this layer or a lower one.
-func (l *tarLayer) Link(name, target string, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, Mode: 0o644}, nil, opts)
-}
-
-func (l *tarLayer) Char(name string, mode, major, minor int64, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeChar, Name: name, Mode: mode, Devmajor: major, Devminor: minor}, nil, opts)
-}
-
-func (l *tarLayer) Block(name string, mode, major, minor int64, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeBlock, Name: name, Mode: mode, Devmajor: major, Devminor: minor}, nil, opts)
-}
-
-func (l *tarLayer) Fifo(name string, mode int64, opts ...entryOpt) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeFifo, Name: name, Mode: mode}, nil, opts)
-}
-
-// Whiteout removes path (and everything under it) from the layers below: DIR/.wh.NAME.
-func (l *tarLayer) Whiteout(path string) *tarLayer {
-	dir, name := filepath.Split(path)
-	return l.add(tar.Header{Typeflag: tar.TypeReg, Name: dir + ".wh." + name, Mode: 0o644}, nil, nil)
-}
-
-// Opaque hides what the layers below put in dir: DIR/.wh..wh..opq.
-func (l *tarLayer) Opaque(dir string) *tarLayer {
-	return l.add(tar.Header{Typeflag: tar.TypeReg, Name: dir + "/.wh..wh..opq", Mode: 0o644}, nil, nil)
-}
-
-// tar returns the layer as an uncompressed tar stream.
-func (l *tarLayer) tar(t testing.TB) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range l.entries {
-		if err := tw.WriteHeader(&e.hdr); err != nil {
-			t.Fatalf("tar header %s: %v", e.hdr.Name, err)
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			t.Fatalf("tar body %s: %v", e.hdr.Name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// OCI media types and the documents an image is made of, as far as the tests write them.
-const (
-	mediaManifest  = "application/vnd.oci.image.manifest.v1+json"
-	mediaConfig    = "application/vnd.oci.image.config.v1+json"
-	mediaLayerGzip = "application/vnd.oci.image.layer.v1.tar+gzip"
-	mediaLayerTar  = "application/vnd.oci.image.layer.v1.tar"
-)
-
-type descriptor struct {
-	MediaType string `json:"mediaType"`
-	Digest    string `json:"digest"`
-	Size      int64  `json:"size"`
-}
-
-// ociImage is an image built in memory: its manifest and every blob it names.
-type ociImage struct {
-	Manifest       []byte
-	ManifestDigest string
-	Config         descriptor
-	Layers         []descriptor
-	Blobs          map[string][]byte // by digest: the config and the layers
-}
-
-// imageConfig is what goes into an image's config beside the rootfs: the runtime
-// configuration (Env, Cmd, Labels...), as the config's "config" object.
-type imageConfig map[string]any
-
-// buildImage makes an image of the given layers, bottom first, each gzip-compressed,
-// except those in uncompressed (by index), which are stored as plain tar.
-func buildImage(t testing.TB, cfg imageConfig, layers []*tarLayer, uncompressed ...int) *ociImage {
-	t.Helper()
-	img := &ociImage{Blobs: map[string][]byte{}}
-	var diffIDs []string
-	for i, l := range layers {
-		raw := l.tar(t)
-		diffIDs = append(diffIDs, sha256Digest(raw))
-		blob, media := raw, mediaLayerTar
-		if !slices.Contains(uncompressed, i) {
-			var gz bytes.Buffer
-			zw := gzip.NewWriter(&gz)
-			if _, err := zw.Write(raw); err != nil || zw.Close() != nil {
-				t.Fatalf("compressing layer %d: %v", i, err)
-			}
-			blob, media = gz.Bytes(), mediaLayerGzip
-		}
-		img.Layers = append(img.Layers, img.addBlob(media, blob))
-	}
-	// One history entry per layer, as builders write them: buildah 1.28 refuses to
-	// build with --layers on a base whose history does not account for its layers
-	// ("history lists 0 non-empty layers, but we have 1 layers on disk").
-	var history []map[string]string
-	for i := range layers {
-		history = append(history, map[string]string{
-			"created":    defaultMtime.Format(time.RFC3339),
-			"created_by": fmt.Sprintf("ociboot tests: layer %d", i+1),
-		})
-	}
-	config, err := json.Marshal(map[string]any{
-		"created":      defaultMtime.Format(time.RFC3339),
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"config":       cfg,
-		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
-		"history":      history,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img.Config = img.addBlob(mediaConfig, config)
-	img.Manifest, err = json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     mediaManifest,
-		"config":        img.Config,
-		"layers":        img.Layers,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img.ManifestDigest = sha256Digest(img.Manifest)
-	return img
-}
-
-func (img *ociImage) addBlob(media string, data []byte) descriptor {
-	d := descriptor{MediaType: media, Digest: sha256Digest(data), Size: int64(len(data))}
-	img.Blobs[d.Digest] = data
-	return d
-}
-
-func sha256Digest(data []byte) string {
-	sum := sha256.Sum256(data)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// push uploads the image's blobs (each in one monolithic upload) and then its manifest
-// under repo:tag to the registry at addr, over plain HTTP.
-func (img *ociImage) push(t testing.TB, addr, repo, tag string) {
-	t.Helper()
-	base := "http://" + addr + "/v2/" + repo
-	client := &http.Client{Timeout: 30 * time.Second}
-	do := func(method, url, contentType string, body []byte, want int) *http.Response {
-		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if contentType != "" {
-			req.Header.Set("Content-Type", contentType)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("pushing %s:%s: %s %s: %v", repo, tag, method, url, err)
-		}
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != want {
-			t.Fatalf("pushing %s:%s: %s %s: %s, want %d: %s", repo, tag, method, url, resp.Status, want, msg)
-		}
-		return resp
-	}
-	for _, d := range append([]descriptor{img.Config}, img.Layers...) {
-		resp := do("POST", base+"/blobs/uploads/", "", nil, http.StatusAccepted)
-		loc, err := resp.Location()
-		if err != nil {
-			t.Fatalf("pushing %s: upload location: %v", d.Digest, err)
-		}
-		q := loc.Query()
-		q.Set("digest", d.Digest)
-		loc.RawQuery = q.Encode()
-		do("PUT", loc.String(), "application/octet-stream", img.Blobs[d.Digest], http.StatusCreated)
-	}
-	resp := do("PUT", base+"/manifests/"+tag, mediaManifest, img.Manifest, http.StatusCreated)
-	if got := resp.Header.Get("Docker-Content-Digest"); got != img.ManifestDigest {
-		t.Fatalf("registry stored manifest %s:%s as %s, want %s", repo, tag, got, img.ManifestDigest)
-	}
-}
-
 // imageManifest is the part of an image manifest the tests read.
 type imageManifest struct {
-	MediaType string       `json:"mediaType"`
-	Config    descriptor   `json:"config"`
-	Layers    []descriptor `json:"layers"`
+	MediaType string                `json:"mediaType"`
+	Config    testutil.Descriptor   `json:"config"`
+	Layers    []testutil.Descriptor `json:"layers"`
 }
 
 // registryManifest fetches repo:tag's manifest from the registry at addr.
@@ -453,7 +203,7 @@ func registryManifest(t testing.TB, addr, repo, tag string) imageManifest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Accept", mediaManifest+", application/vnd.docker.distribution.manifest.v2+json")
+	req.Header.Set("Accept", testutil.MediaManifest+", application/vnd.docker.distribution.manifest.v2+json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("fetching the manifest of %s:%s: %v", repo, tag, err)
