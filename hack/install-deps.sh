@@ -19,6 +19,9 @@ need=(
 	umoci:umoci
 	buildah:buildah
 	busybox:busybox-static
+	# Boot partitions: the boot entry set is crash-tested on loop-mounted ext4 and xfs.
+	mkfs.xfs:xfsprogs
+	mkfs.vfat:dosfstools
 )
 
 # file:package pairs. The build uses CGO_ENABLED=0 and the containers_image_openpgp tag;
