@@ -151,6 +151,22 @@ func TestDeployUpgradeRollback(t *testing.T) {
 			t.Errorf("deployment %s has no origin", d.ID)
 		}
 	}
+	// The status document: booted v2, rollback v1, valid against bootc's schema.
+	h, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEmitted(t, hostSchema(t), h)
+	if h.Status.Booted == nil || h.Status.Booted.Composefs.Verity != d2.ID.String() ||
+		h.Status.Booted.Image == nil || h.Status.Booted.Image.ImageDigest != v2.ManifestDigest.String() {
+		t.Errorf("status booted: %+v", h.Status.Booted)
+	}
+	if h.Status.Rollback == nil || h.Status.Rollback.Composefs.Verity != d1.ID.String() {
+		t.Errorf("status rollback: %+v", h.Status.Rollback)
+	}
+	if h.Spec.Image == nil || h.Spec.Image.Transport != "oci" {
+		t.Errorf("status spec: %+v", h.Spec.Image)
+	}
 	if err := s.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}

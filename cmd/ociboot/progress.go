@@ -2,14 +2,12 @@ package main
 
 import (
 	"io"
-	"os"
 	"sync"
 
 	"github.com/ociboot/ociboot/oci"
 	"github.com/opencontainers/go-digest"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
-	"golang.org/x/sys/unix"
 )
 
 // termProgress draws one bar per fetched layer, as podman does, on a terminal.
@@ -23,11 +21,7 @@ type termProgress struct {
 // newTermProgress returns bars drawn on w, or nil when w is not a terminal: scripts and
 // logs get no escape sequences.
 func newTermProgress(w io.Writer) *termProgress {
-	f, ok := w.(*os.File)
-	if !ok {
-		return nil
-	}
-	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+	if !isTerminal(w) {
 		return nil
 	}
 	return &termProgress{p: mpb.New(mpb.WithOutput(w), mpb.WithWidth(40)), bars: map[digest.Digest]*mpb.Bar{}}

@@ -44,6 +44,10 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newComposefsCmd(g),
 		newImageCmd(g),
 		newConfigDiffCmd(g),
+		newSwitchCmd(g),
+		newUpgradeCmd(g),
+		newRollbackCmd(g),
+		newStatusCmd(g),
 	)
 	return cmd
 }
