@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ociboot/ociboot/internal/failpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +69,7 @@ func bootStep(step string) {
 	if bootCrashHook != nil {
 		bootCrashHook(step)
 	}
+	failpoint.Step("boot: " + step)
 }
 
 // WriteBootSet replaces the whole set of entries in boot's loader/entries with entries,

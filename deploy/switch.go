@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/atomicfile"
+	"github.com/ociboot/ociboot/internal/failpoint"
 	"github.com/ociboot/ociboot/kargs"
 	"github.com/ociboot/ociboot/oci"
 )
@@ -70,6 +72,7 @@ func (s *Sysroot) Deploy(ctx context.Context, img *oci.Image) (*Deployment, erro
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Step("deploy: boot files installed")
 	options, err := s.commandLine(img.ComposefsDigest, nv, pv, booted)
 	if err != nil {
 		return nil, err
@@ -79,9 +82,11 @@ func (s *Sysroot) Deploy(ctx context.Context, img *oci.Image) (*Deployment, erro
 	if err := s.writeState(ctx, img.ComposefsDigest, nv, pv, booted, origin); err != nil {
 		return nil, err
 	}
+	failpoint.Step("deploy: state renamed into place")
 	if err := s.Sync(); err != nil {
 		return nil, err
 	}
+	failpoint.Step("deploy: synced")
 	linux, initrd := BootFilePaths(bootDir)
 	osr := nv.osRelease()
 	nd := DeploymentBoot{Digest: img.ComposefsDigest.String(), Title: osr["PRETTY_NAME"], Version: imageVersion(img, osr),
@@ -251,14 +256,17 @@ func (s *Sysroot) writeState(ctx context.Context, id composefs.Digest, nv, pv *i
 	if err := s.mergeVar(ctx, nv, pv); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(tmp, "origin"), origin.Bytes(), 0o644); err != nil {
+	failpoint.Step("deploy: etc and var merged")
+	if err := atomicfile.WriteFile(filepath.Join(tmp, "origin"), origin.Bytes(), 0o644); err != nil {
 		return err
 	}
+	failpoint.Step("deploy: origin written")
 	// The old state of this id, if any (a deployment of the same image made before), is
 	// replaced whole.
 	if err := os.RemoveAll(final); err != nil {
 		return err
 	}
+	failpoint.Step("deploy: old state removed")
 	return os.Rename(tmp, final)
 }
 

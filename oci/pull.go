@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/failpoint"
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
@@ -296,6 +297,7 @@ func (p *puller) pull(ctx context.Context, s *source) (*Image, error) {
 	if err := p.repo.writeBlob("configs", s.configDigest, s.configBlob); err != nil {
 		return nil, fmt.Errorf("storing config %s: %w", s.configDigest, err)
 	}
+	failpoint.Step("pull: composefs image and config written")
 	if err := p.record(s, cfsDigest); err != nil {
 		return nil, err
 	}
@@ -424,6 +426,7 @@ func (r *Repo) writeLayer(l *Layer) error {
 	if err := writeFileAtomic(p, data); err != nil {
 		return fmt.Errorf("recording layer %s: %w", l.DiffID, err)
 	}
+	failpoint.Step("pull: layer recorded")
 	return nil
 }
 

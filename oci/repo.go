@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/atomicfile"
+	"github.com/ociboot/ociboot/internal/failpoint"
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/docker"
@@ -167,47 +169,16 @@ func (r *Repo) refPath(transport, ref string) string {
 	return filepath.Join(r.dir, "oci", "refs", name)
 }
 
-// writeFileAtomic is the repository's commit protocol: temporary file in the same
-// directory, fsync, rename, fsync of the directory.
+// writeFileAtomic is the repository's commit protocol for one file, creating its
+// directory as needed.
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // fails harmlessly once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(fileMode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return atomicfile.WriteFile(path, data, fileMode)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // writeBlob stores data as a blob of kind, checking that it has digest d.
 func (r *Repo) writeBlob(kind string, d digest.Digest, data []byte) error {
@@ -253,6 +224,7 @@ func (r *Repo) writeRecords(rec *imageRecord) error {
 	if err := writeFileAtomic(p, b); err != nil {
 		return fmt.Errorf("recording image %s: %w", rec.ManifestDigest, err)
 	}
+	failpoint.Step("pull: image recorded")
 	ref := refRecord{Transport: rec.Transport, Ref: rec.Ref, ManifestDigest: rec.ManifestDigest, Pulled: rec.Pulled}
 	if b, err = json.MarshalIndent(ref, "", "  "); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/atomicfile"
 	"github.com/spf13/cobra"
 )
 
@@ -108,7 +109,7 @@ func runMkimage(cmd *cobra.Command, o *mkimageOptions, args []string) error {
 			}
 		}
 	default:
-		err = writeFileAtomic(image, func(w io.Writer) error { return write(w, image) })
+		err = atomicfile.Write(image, 0o644, func(w io.Writer) error { return write(w, image) })
 	}
 	if err != nil {
 		return err
@@ -208,44 +209,4 @@ func loadSource(cmd *cobra.Command, o *mkimageOptions, src string) (*composefs.N
 		sopts = append(sopts, composefs.WithUserXattrs())
 	}
 	return composefs.ScanDir(cmd.Context(), src, sopts...)
-}
-
-// writeFileAtomic writes path through a temporary file in the same directory, made
-// durable and renamed into place only when write succeeded: a failure never leaves a
-// partial file at path, nor the temporary file. Errors of write are returned as they are.
-func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("writing %s: %w (is %s writable by this user?)", path, err, dir)
-		}
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<16)
-	if err = write(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
