@@ -1,0 +1,174 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ociboot/ociboot/deploy"
+	"github.com/ociboot/ociboot/internal/testutil"
+)
+
+// crashOS is a small bootable image, laid out as bootc images are.
+func crashOS(t *testing.T, version string) *testutil.Image {
+	t.Helper()
+	l := testutil.NewLayer().
+		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
+		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+version+strings.Repeat("k", 3000)).
+		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+version+strings.Repeat("i", 3000)).
+		File("usr/lib/os-release", 0o644, "ID=crashos\nVERSION_ID="+version+"\n").
+		Dir("usr/bin", 0o755).File("usr/bin/tool", 0o755, strings.Repeat("tool "+version, 100)).
+		Dir("etc", 0o755).File("etc/os.conf", 0o644, "version="+version+"\n").
+		Dir("var", 0o755).File("var/seed", 0o644, "seed "+version+"\n")
+	return testutil.BuildImage(t, nil, []*testutil.Layer{l})
+}
+
+// bootOrder is the sysroot's deployments in boot order, by composefs digest, after
+// checking that every file an entry names exists.
+func bootOrder(t *testing.T, sysroot string) []string {
+	t.Helper()
+	boot, err := os.OpenRoot(filepath.Join(sysroot, "boot"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing deployed, not even the layout made
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	entries, err := deploy.ReadBootSet(boot)
+	if err != nil {
+		t.Fatalf("reading the boot entries: %v", err)
+	}
+	var order []string
+	for _, e := range entries {
+		for _, p := range append([]string{e.Linux}, e.Initrd...) {
+			if _, err := boot.Stat(strings.TrimPrefix(p, "/")); err != nil {
+				t.Errorf("entry %s names %s: %v", e.FileName(), p, err)
+			}
+		}
+		s := e.Options[strings.Index(e.Options, "composefs=")+len("composefs="):]
+		s = strings.TrimPrefix(s, "?")
+		id := strings.Fields(s)[0]
+		for _, p := range []string{"composefs/images/" + id, "state/deploy/" + id + "/etc", "state/deploy/" + id + "/origin"} {
+			if _, err := os.Stat(filepath.Join(sysroot, p)); err != nil {
+				t.Errorf("entry %s: %v", e.FileName(), err)
+			}
+		}
+		order = append(order, id)
+	}
+	return order
+}
+
+// runKilled runs ociboot with OCIBOOT_FAILPOINT set; killed reports whether it died of
+// SIGKILL (the failpoint), else its error.
+func runKilled(t *testing.T, failpoint string, args ...string) (killed bool, err error, out string) {
+	t.Helper()
+	cmd := exec.Command(ocibootBin, args...)
+	cmd.Env = append(os.Environ(), "OCIBOOT_FAILPOINT="+failpoint)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signal() == syscall.SIGKILL {
+			return true, nil, b.String()
+		}
+	}
+	return false, err, b.String()
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", src, dst, err, out)
+	}
+}
+
+// TestCrashSafety kills switch, upgrade and rollback with SIGKILL at every durable step
+// they take. After each kill the boot entries name exactly the old or exactly the new
+// set, every file an entry names exists, and running the command again completes with
+// the new set.
+func TestCrashSafety(t *testing.T) {
+	testutil.RequireRoot(t, "reads images through composefs mounts")
+	work := t.TempDir()
+	layout := filepath.Join(work, "layout")
+	crashOS(t, "1").WriteLayout(t, layout, "os")
+	ref := layout + ":os"
+
+	// Templates: the sysroot before each operation.
+	empty := filepath.Join(work, "empty")
+	os.MkdirAll(empty, 0o755)
+	v1 := filepath.Join(work, "v1")
+	ociboot(t, "--sysroot", v1, "switch", "--transport", "oci", ref)
+	crashOS(t, "2").WriteLayout(t, layout, "os") // the tag moves: upgrade finds v2
+	v2 := filepath.Join(work, "v2")
+	copyTree(t, v1, v2)
+	ociboot(t, "--sysroot", v2, "upgrade")
+
+	total := 0
+	for _, op := range []struct {
+		name     string
+		template string
+		args     []string
+	}{
+		{"switch", empty, []string{"switch", "--transport", "oci", ref}},
+		{"upgrade", v1, []string{"upgrade"}},
+		{"rollback", v2, []string{"rollback"}},
+	} {
+		t.Run(op.name, func(t *testing.T) {
+			// The states before and after, and the steps, from one run without a kill.
+			probe := filepath.Join(work, op.name+"-probe")
+			copyTree(t, op.template, probe)
+			old := bootOrder(t, probe)
+			trace := filepath.Join(work, op.name+".trace")
+			killed, err, out := runKilled(t, "trace:"+trace, append([]string{"--sysroot", probe}, op.args...)...)
+			if killed || err != nil {
+				t.Fatalf("%s: %v\n%s", op.name, err, out)
+			}
+			want := bootOrder(t, probe)
+			if strings.Join(old, ",") == strings.Join(want, ",") {
+				t.Fatalf("%s changed nothing: %v", op.name, want)
+			}
+			data, _ := os.ReadFile(trace)
+			steps := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if len(steps) < 5 {
+				t.Fatalf("only %d steps traced: %q", len(steps), steps)
+			}
+			for n := 1; n <= len(steps); n++ {
+				dir := filepath.Join(work, fmt.Sprintf("%s-%d", op.name, n))
+				copyTree(t, op.template, dir)
+				killed, err, out := runKilled(t, fmt.Sprint(n), append([]string{"--sysroot", dir}, op.args...)...)
+				if !killed {
+					t.Fatalf("kill at step %d (%s) did not kill: %v\n%s", n, steps[n-1], err, out)
+				}
+				got := strings.Join(bootOrder(t, dir), ",")
+				if got != strings.Join(old, ",") && got != strings.Join(want, ",") {
+					t.Errorf("killed after %q: entries %s, neither the old %v nor the new %v", steps[n-1], got, old, want)
+				}
+				// Running it again completes: to the new set, or, when the kill came after
+				// the new set was in place, saying there is nothing to do.
+				if op.name == "rollback" && got == strings.Join(want, ",") {
+					// A rollback already done would roll back again: not a retry.
+				} else {
+					ociboot(t, append([]string{"--sysroot", dir}, op.args...)...)
+				}
+				if after := bootOrder(t, dir); strings.Join(after, ",") != strings.Join(want, ",") {
+					t.Errorf("killed after %q, then run again: entries %v, want %v", steps[n-1], after, want)
+				}
+				os.RemoveAll(dir)
+			}
+			t.Logf("%s: %d kill points", op.name, len(steps))
+			total += len(steps)
+		})
+	}
+	t.Logf("%d kill points in all", total)
+	if total < 50 {
+		t.Errorf("only %d kill points: the issue asks for at least 50", total)
+	}
+}
