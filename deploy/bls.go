@@ -525,14 +525,21 @@ func OrderEntries(osID string, deps []DeploymentBoot) ([]BLSEntry, error) {
 	out := make([]BLSEntry, len(deps))
 	titles := map[string]int{}
 	seen := map[string]bool{}
+	seenDigest := map[string]int{}
+	for _, d := range deps {
+		seenDigest[d.Digest]++
+	}
 	for i, d := range deps {
 		if len(d.Digest) < 12 || strings.Trim(d.Digest, "0123456789abcdef") != "" {
 			return nil, fmt.Errorf("ordering boot entries: deployment %d: %q is not a hex digest", i, d.Digest)
 		}
-		if seen[d.Digest] {
-			return nil, fmt.Errorf("ordering boot entries: deployment %s is given twice", d.Digest)
+		// One image may be deployed twice with different command lines (ociboot kargs
+		// makes a new deployment of the booted image), never twice the same.
+		if key := d.Digest + "\x00" + d.Options; seen[key] {
+			return nil, fmt.Errorf("ordering boot entries: deployment %s is given twice with the same command line", d.Digest)
+		} else {
+			seen[key] = true
 		}
-		seen[d.Digest] = true
 		e := BLSEntry{
 			Name:         fmt.Sprintf("ociboot_%d_%s_%s", len(deps)-i, tok, d.Digest[:12]),
 			TriesLeft:    -1,
@@ -561,9 +568,13 @@ func OrderEntries(osID string, deps []DeploymentBoot) ([]BLSEntry, error) {
 		out[i] = e
 	}
 	for i := range out {
-		// Two deployments of one OS version would look alike in GRUB's menu.
+		// Two deployments of one OS version would look alike in GRUB's menu; two of one
+		// image differ by their place.
 		if titles[out[i].Title] > 1 {
 			out[i].Title += " (" + deps[i].Digest[:12] + ")"
+			if seenDigest[deps[i].Digest] > 1 {
+				out[i].Title = fmt.Sprintf("%s #%d", out[i].Title, i)
+			}
 		}
 		if err := out[i].Validate(); err != nil {
 			return nil, fmt.Errorf("ordering boot entries: %w", err)

@@ -377,7 +377,7 @@ func TestOrderEntriesFields(t *testing.T) {
 	}{
 		{"no digest", func(d []DeploymentBoot) { d[0].Digest = "" }, "not a hex digest"},
 		{"upper-case digest", func(d []DeploymentBoot) { d[0].Digest = strings.ToUpper(d[0].Digest) }, "not a hex digest"},
-		{"twice", func(d []DeploymentBoot) { d[1].Digest = d[0].Digest }, "given twice"},
+		{"twice", func(d []DeploymentBoot) { d[1].Digest, d[1].Options = d[0].Digest, d[0].Options }, "given twice"},
 		{"no kernel", func(d []DeploymentBoot) { d[1].Linux = "" }, "no linux"},
 		{"newline in title", func(d []DeploymentBoot) { d[1].Title = "a\nb" }, "line breaks"},
 		{"negative counter", func(d []DeploymentBoot) { d[1].Counter = &BootCounter{Left: -1} }, "negative"},
@@ -390,6 +390,16 @@ func TestOrderEntriesFields(t *testing.T) {
 	}
 	if _, err := OrderEntries("debian", nil); err == nil {
 		t.Error("no deployments: no error")
+	}
+	// One image with two command lines (a kargs change): two entries, told apart.
+	d := testDeployments(2)
+	d[1].Digest, d[1].Title, d[1].Options = d[0].Digest, d[0].Title, d[0].Options+" quiet"
+	es, err := OrderEntries("debian", d)
+	if err != nil {
+		t.Fatalf("one image, two command lines: %v", err)
+	}
+	if es[0].Title == es[1].Title || es[0].FileName() == es[1].FileName() {
+		t.Errorf("one image, two command lines: entries alike: %q %q, %q %q", es[0].Title, es[1].Title, es[0].FileName(), es[1].FileName())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ociboot/ociboot/composefs"
 	"github.com/ociboot/ociboot/internal/testutil"
+	"github.com/ociboot/ociboot/kargs"
 	"github.com/ociboot/ociboot/oci"
 )
 
@@ -183,4 +184,49 @@ func TestDeployUpgradeRollback(t *testing.T) {
 
 func slicesEqual(a, b []string) bool {
 	return strings.Join(a, ",") == strings.Join(b, ",")
+}
+
+// TestSetKargs: a kargs change is a new deployment of the same image, the previous
+// command line kept as the rollback; composefs= cannot be touched.
+func TestSetKargs(t *testing.T) {
+	testutil.RequireRoot(t, "reads images through composefs mounts")
+	ctx := context.Background()
+	s, err := OpenSysroot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d1, err := s.Deploy(ctx, pullLayout(t, s, testOS(t, "1", `kargs = ["quiet"]`, nil), "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := s.SetKargs(ctx, func(c *kargs.Cmdline) error {
+		return c.Apply(kargs.Op{Kind: kargs.Append, Arg: "console=ttyS0,115200"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.ID != d1.ID || !strings.Contains(d2.Options.String(), "console=ttyS0,115200") || !strings.Contains(d2.Options.String(), "quiet") {
+		t.Errorf("new deployment %s with %q", d2.ID, d2.Options)
+	}
+	deps, err := s.Deployments(ctx)
+	if err != nil || len(deps) != 2 || deps[1].Options.String() != d1.Options.String() {
+		t.Fatalf("deployments after kargs: %v %v", deps, err)
+	}
+	if _, err := s.SetKargs(ctx, func(c *kargs.Cmdline) error {
+		return c.Apply(kargs.Op{Kind: kargs.Append, Arg: "console=ttyS0,115200"})
+	}); !errors.Is(err, ErrNoChange) {
+		t.Errorf("appending what is there: %v, want ErrNoChange", err)
+	}
+	if _, err := s.SetKargs(ctx, func(c *kargs.Cmdline) error {
+		return c.Apply(kargs.Op{Kind: kargs.Delete, Arg: "composefs"})
+	}); err == nil || !strings.Contains(err.Error(), "cannot be changed") {
+		t.Errorf("deleting composefs=: %v", err)
+	}
+	if err := s.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if deps, _ := s.Deployments(ctx); deps[0].Options.String() != d1.Options.String() {
+		t.Errorf("rollback after kargs: default %q, want %q", deps[0].Options, d1.Options)
+	}
 }

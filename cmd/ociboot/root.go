@@ -48,6 +48,7 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newUpgradeCmd(g),
 		newRollbackCmd(g),
 		newStatusCmd(g),
+		newKargsCmd(g),
 	)
 	return cmd
 }
