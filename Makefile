@@ -8,7 +8,7 @@ GOFLAGS_B := -trimpath
 TAGS      := containers_image_openpgp
 export CGO_ENABLED := 0
 
-.PHONY: all build deps check test vet fmt-check demo bench fuzz clean
+.PHONY: all build deps check test vet fmt-check demo bench fuzz man clean
 
 all: build
 
@@ -49,5 +49,9 @@ bench-pull: build
 fuzz:
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzParseDump -fuzztime 60s ./composefs/
 
+# man writes the man pages of every verb into man/, from the command tree itself.
+man: build
+	./$(BIN) man man
+
 clean:
-	rm -rf bin
+	rm -rf bin man

@@ -49,6 +49,7 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newRollbackCmd(g),
 		newStatusCmd(g),
 		newKargsCmd(g),
+		newManCmd(),
 	)
 	return cmd
 }
