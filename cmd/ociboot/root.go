@@ -49,7 +49,12 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newRollbackCmd(g),
 		newStatusCmd(g),
 		newKargsCmd(g),
+		newEditCmd(g),
 		newManCmd(),
+		newGCCmd(g),
+		newFsckCmd(g),
+		newPinCmd(g, true),
+		newPinCmd(g, false),
 	)
 	return cmd
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/ociboot/ociboot/deploy"
 	"github.com/ociboot/ociboot/oci"
@@ -30,25 +29,7 @@ and /var carry over by three-way merge. Later 'ociboot upgrade' follows TARGET.`
 				return err
 			}
 			return g.withLockedSysroot(cmd.Context(), "switch", lf, func(s *deploy.Sysroot) error {
-				opts, done, err := pf.options(cmd, g)
-				if err != nil {
-					return err
-				}
-				img, err := s.Repo().Pull(cmd.Context(), ref, opts...)
-				done()
-				if err != nil {
-					return err
-				}
-				d, err := s.Deploy(cmd.Context(), img)
-				if errors.Is(err, deploy.ErrNoChange) {
-					fmt.Fprintln(cmd.OutOrStdout(), "Image specification is unchanged.")
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				printQueued(cmd, d)
-				return nil
+				return pullAndDeploy(cmd, g, s, pf, ref)
 			})
 		},
 	}
