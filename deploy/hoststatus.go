@@ -59,6 +59,7 @@ func (s *Sysroot) bootEntry(d *Deployment) *BootEntry {
 			fillImageStatus(st, img)
 		}
 		e.Image = st
+		e.CachedUpdate = s.cachedUpdate(d)
 	}
 	return e
 }

@@ -47,7 +47,7 @@ store lacks are fetched. With --check only the manifest is fetched and compared.
 					return err
 				}
 				// One small request decides: the manifest digest is the image's identity.
-				digest, _, err := s.Repo().FetchManifest(cmd.Context(), ref, opts...)
+				digest, config, err := s.Repo().FetchManifest(cmd.Context(), ref, opts...)
 				if err != nil {
 					done()
 					return err
@@ -59,6 +59,9 @@ store lacks are fetched. With --check only the manifest is fetched and compared.
 				}
 				if check {
 					done()
+					if err := s.RecordCachedUpdate(booted, digest.String(), config); err != nil {
+						return err
+					}
 					fmt.Fprintf(cmd.OutOrStdout(), "Update available for %s:\n  Digest: %s\n", image, digest)
 					return nil
 				}
