@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ociboot's tests and demo use, when they are missing.
 # As root it uses apt-get; otherwise it says what is missing and the tests that need
-# it skip (outside CI) with that reason.
+# it skip (outside CI) with that reason. With arguments, only the packages of those
+# commands (`install-deps.sh docker-registry`, as the demo does).
 set -euo pipefail
 
 # command:package pairs.
@@ -31,6 +32,16 @@ need_files=(
 	/usr/include/gpgme.h:libgpgme-dev
 	/usr/include/btrfs/ioctl.h:libbtrfs-dev
 )
+
+if [ $# -gt 0 ]; then
+	only=()
+	for pair in "${need[@]}"; do
+		for cmd in "$@"; do
+			[ "${pair%%:*}" = "$cmd" ] && only+=("$pair")
+		done
+	done
+	need=("${only[@]}") need_files=()
+fi
 
 missing=()
 for pair in "${need[@]}"; do

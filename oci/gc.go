@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/failpoint"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -55,9 +56,33 @@ type GCItem struct {
 // record or image naming a missing object (a layer record that did would only be
 // refetched: the pull checks its objects), and GC run again finishes the job.
 //
-// The caller holds the sysroot lock: a pull running meanwhile would lose the objects it
-// has written and not yet recorded.
+// GC is PlanGC followed by CollectGarbage. The caller holds the sysroot lock: a pull
+// running meanwhile would lose the objects it has written and not yet recorded.
 func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]GCItem, error) {
+	plan, err := r.PlanGC(ctx, keep)
+	if err != nil || dryRun {
+		return plan.items(), err
+	}
+	return r.CollectGarbage(ctx, plan)
+}
+
+// GCPlan is what GC removes, as PlanGC found it; CollectGarbage carries it out. It stays
+// valid while the sysroot lock is held.
+type GCPlan struct {
+	Items     []GCItem // in the order they go
+	referrers int      // Items[:referrers] refer to objects: they go, durably, before the objects
+}
+
+func (p *GCPlan) items() []GCItem {
+	if p == nil {
+		return nil
+	}
+	return p.Items
+}
+
+// PlanGC finds what GC removes (see GC), removing nothing. It fails, before anything is
+// removed, when a composefs image in keep or an image record does not read.
+func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, error) {
 	var items []GCItem
 	add := func(kind, path string) { items = append(items, GCItem{Kind: kind, Path: path, Size: diskUsage(path)}) }
 
@@ -68,6 +93,9 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	}
 	keepBlobs := map[string]bool{} // "manifests/sha256/<hex>" and the like
 	keepImages := map[composefs.Digest]bool{}
+	for _, d := range keep {
+		keepImages[d] = true
+	}
 	var recordImages []composefs.Digest
 	for _, rec := range records {
 		for kind, ds := range map[string][]digest.Digest{
@@ -76,12 +104,12 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 			"layers":    rec.Layers,
 		} {
 			for _, d := range ds {
-				if d != "" {
+				if d.Validate() == nil {
 					keepBlobs[kind+"/"+d.Algorithm().String()+"/"+d.Encoded()] = true
 				}
 			}
 		}
-		if cd, err := composefs.ParseDigest(rec.ComposefsDigest); err == nil && !keepImages[cd] {
+		if cd, err := composefs.ParseDigest(rec.ComposefsDigest); err == nil && !slices.Contains(recordImages, cd) {
 			keepImages[cd] = true
 			recordImages = append(recordImages, cd)
 		}
@@ -90,15 +118,14 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	// The objects the kept images and layer records name.
 	keepObjects := map[composefs.Digest]bool{}
 	for _, d := range keep {
-		if keepImages[d] {
-			continue
-		}
-		keepImages[d] = true
 		if err := r.imageObjects(d, keepObjects); err != nil {
 			return nil, fmt.Errorf("collecting garbage: a deployment's %w; nothing was removed (see ociboot fsck)", err)
 		}
 	}
 	for _, d := range recordImages {
+		if slices.Contains(keep, d) {
+			continue // read above
+		}
 		// An image record whose composefs image is gone keeps nothing through it (the next
 		// pull writes the image again, from its layer records).
 		if err := r.imageObjects(d, keepObjects); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -140,7 +167,7 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	var temps []string
 	for _, n := range refs {
 		p := filepath.Join(refDir, n)
-		if strings.HasPrefix(n, ".tmp") {
+		if IsTempName(n) {
 			temps = append(temps, p)
 			continue
 		}
@@ -164,7 +191,7 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 			for _, n := range names {
 				p := filepath.Join(top, a, n)
 				switch {
-				case strings.HasPrefix(n, ".tmp"):
+				case IsTempName(n):
 					temps = append(temps, p)
 				case digest.NewDigestFromEncoded(digest.Algorithm(a), n).Validate() == nil && !keepBlobs[kind+"/"+a+"/"+n]:
 					add(map[string]string{"layers": GCLayer, "manifests": GCManifest, "configs": GCConfig}[kind], p)
@@ -179,7 +206,7 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	for _, a := range recAlgos {
 		names, _ := readDirNames(filepath.Join(r.dir, "oci", "images", a))
 		for _, n := range names {
-			if strings.HasPrefix(n, ".tmp") {
+			if IsTempName(n) {
 				temps = append(temps, filepath.Join(r.dir, "oci", "images", a, n))
 			}
 		}
@@ -190,7 +217,7 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	}
 	for _, n := range imgNames {
 		p := filepath.Join(r.dir, "images", n)
-		if strings.HasPrefix(n, ".tmp") {
+		if IsTempName(n) {
 			temps = append(temps, p)
 		} else if d, err := composefs.ParseDigest(n); err == nil && d.String() == n && !keepImages[d] {
 			add(GCImage, p)
@@ -217,16 +244,20 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 	for _, p := range temps {
 		add(GCTemp, p)
 	}
-	if dryRun {
-		return items, nil
-	}
+	return &GCPlan{Items: items, referrers: referrers}, nil
+}
 
+// CollectGarbage removes what plan lists, in its order, and returns what it removed (all
+// of plan, unless it fails).
+func (r *Repo) CollectGarbage(ctx context.Context, plan *GCPlan) ([]GCItem, error) {
+	items, referrers := plan.Items, plan.referrers
 	for i, it := range items {
-		if i == referrers {
+		if i == referrers && i > 0 {
 			// What referred to the objects is gone for good before they go.
 			if err := r.store.Sync(); err != nil {
 				return items[:i], err
 			}
+			failpoint.Step("gc: references synced")
 		}
 		if err := ctx.Err(); err != nil {
 			return items[:i], err
@@ -240,11 +271,20 @@ func (r *Repo) GC(ctx context.Context, keep []composefs.Digest, dryRun bool) ([]
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return items[:i], fmt.Errorf("collecting garbage: removing %s: %w", it.Path, err)
 		}
+		failpoint.Step("gc: removed " + it.Kind)
 	}
 	if err := r.store.Sync(); err != nil {
 		return items, err
 	}
+	failpoint.Step("gc: synced")
 	return items, nil
+}
+
+// IsTempName reports whether a file name is a temporary one of an interrupted writer:
+// ".tmp*" (the store's, the composefs images', mkcomposefs's) or ".<name>.tmp-*"
+// (internal/atomicfile's).
+func IsTempName(n string) bool {
+	return strings.HasPrefix(n, ".tmp") || strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-")
 }
 
 // readRecords reads every image record, without its manifest and config: garbage

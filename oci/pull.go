@@ -71,6 +71,12 @@ func (r *Repo) FetchManifest(ctx context.Context, ref types.ImageReference, opts
 		return "", nil, p.explain(ctx, err, "")
 	}
 	s.close()
+	// Keep the verified config: a Pull that follows (upgrade after deciding there is an
+	// update) reads it here instead of fetching it again. Only a cache: an error is not
+	// the caller's.
+	if err := r.writeBlob("configs", s.configDigest, s.configBlob); err != nil {
+		p.cfg.log.Debugf("keeping config %s: %v", s.configDigest, err)
+	}
 	return s.digest, s.config, nil
 }
 

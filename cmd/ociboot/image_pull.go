@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ociboot/ociboot/deploy"
 	"github.com/ociboot/ociboot/oci"
 	"github.com/spf13/cobra"
 )
@@ -67,6 +68,7 @@ func (f *pullFlags) options(cmd *cobra.Command, g *globalOptions) ([]oci.PullOpt
 
 func newImagePullCmd(g *globalOptions) *cobra.Command {
 	f := &pullFlags{}
+	lf := &lockFlags{}
 	cmd := &cobra.Command{
 		Use:   "pull [flags] IMAGE",
 		Short: "Fetch an image into the store and write its composefs image",
@@ -83,20 +85,20 @@ manifest digest (the image's identity) and the composefs image's fs-verity diges
 			if err != nil {
 				return err
 			}
-			repo, err := g.openRepo()
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			img, err := repo.Pull(cmd.Context(), ref, opts...)
-			done()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "manifest %s\ncomposefs %s\n", img.ManifestDigest, img.ComposefsDigest)
-			return nil
+			// Under the sysroot lock: gc must not take the objects of a pull that has
+			// not recorded them yet.
+			return g.withLockedSysroot(cmd.Context(), "image pull", lf, func(s *deploy.Sysroot) error {
+				img, err := s.Repo().Pull(cmd.Context(), ref, opts...)
+				done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "manifest %s\ncomposefs %s\n", img.ManifestDigest, img.ComposefsDigest)
+				return nil
+			})
 		},
 	}
 	f.register(cmd)
+	lf.register(cmd)
 	return cmd
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"github.com/ociboot/ociboot/deploy"
 	"github.com/spf13/cobra"
 )
 
 func newImageRmCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	lf := &lockFlags{}
+	cmd := &cobra.Command{
 		Use:     "rm IMAGE...",
 		Aliases: []string{"remove"},
 		Short:   "Remove images from the store's list",
@@ -13,17 +15,16 @@ func newImageRmCmd(g *globalOptions) *cobra.Command {
 and composefs images that nothing else uses are reclaimed by 'ociboot gc'.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, err := g.openRepo()
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			for _, a := range args {
-				if err := repo.Remove(a); err != nil {
-					return err
+			return g.withLockedSysroot(cmd.Context(), "image rm", lf, func(s *deploy.Sysroot) error {
+				for _, a := range args {
+					if err := s.Repo().Remove(a); err != nil {
+						return err
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
+	lf.register(cmd)
+	return cmd
 }
