@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -90,10 +91,10 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-// TestCrashSafety kills switch, upgrade and rollback with SIGKILL at every durable step
+// TestCrashSafety kills switch, upgrade, rollback and gc with SIGKILL at every durable step
 // they take. After each kill the boot entries name exactly the old or exactly the new
-// set, every file an entry names exists, and running the command again completes with
-// the new set.
+// set, every file an entry names exists, fsck passes, and running the command again
+// completes with the new set (for gc: nothing left to remove).
 func TestCrashSafety(t *testing.T) {
 	testutil.RequireRoot(t, "reads images through composefs mounts")
 	work := t.TempDir()
@@ -110,6 +111,21 @@ func TestCrashSafety(t *testing.T) {
 	v2 := filepath.Join(work, "v2")
 	copyTree(t, v1, v2)
 	ociboot(t, "--sysroot", v2, "upgrade")
+	// Before gc: v3 deployed over v2 (v1's deployment gone), v1's image removed, so gc
+	// has an image, its state, kernel, records and objects to take.
+	crashOS(t, "3").WriteLayout(t, layout, "os")
+	v3 := filepath.Join(work, "v3")
+	copyTree(t, v2, v3)
+	ociboot(t, "--sysroot", v3, "upgrade")
+	var listed []struct {
+		ManifestDigest string `json:"manifestDigest"`
+	}
+	if err := json.Unmarshal([]byte(ociboot(t, "--sysroot", v3, "image", "list", "--format", "json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range listed[:1] {
+		ociboot(t, "--sysroot", v3, "image", "rm", img.ManifestDigest)
+	}
 
 	total := 0
 	for _, op := range []struct {
@@ -120,6 +136,7 @@ func TestCrashSafety(t *testing.T) {
 		{"switch", empty, []string{"switch", "--transport", "oci", ref}},
 		{"upgrade", v1, []string{"upgrade"}},
 		{"rollback", v2, []string{"rollback"}},
+		{"gc", v3, []string{"gc"}},
 	} {
 		t.Run(op.name, func(t *testing.T) {
 			// The states before and after, and the steps, from one run without a kill.
@@ -132,8 +149,11 @@ func TestCrashSafety(t *testing.T) {
 				t.Fatalf("%s: %v\n%s", op.name, err, out)
 			}
 			want := bootOrder(t, probe)
-			if strings.Join(old, ",") == strings.Join(want, ",") {
+			if op.name != "gc" && strings.Join(old, ",") == strings.Join(want, ",") {
 				t.Fatalf("%s changed nothing: %v", op.name, want)
+			}
+			if op.name == "gc" && !strings.Contains(ociboot(t, "--sysroot", op.template, "gc", "--dry-run"), "Would remove") {
+				t.Fatal("gc has nothing to remove: the test's set-up is wrong")
 			}
 			data, _ := os.ReadFile(trace)
 			steps := strings.Split(strings.TrimSpace(string(data)), "\n")
@@ -151,6 +171,10 @@ func TestCrashSafety(t *testing.T) {
 				if got != strings.Join(old, ",") && got != strings.Join(want, ",") {
 					t.Errorf("killed after %q: entries %s, neither the old %v nor the new %v", steps[n-1], got, old, want)
 				}
+				// Every object, image and kernel the sysroot keeps verifies.
+				if killed, err, out := runKilled(t, "", "--sysroot", dir, "fsck"); killed || err != nil {
+					t.Errorf("killed after %q: fsck: %v\n%s", steps[n-1], err, out)
+				}
 				// Running it again completes: to the new set, or, when the kill came after
 				// the new set was in place, saying there is nothing to do.
 				if op.name == "rollback" && got == strings.Join(want, ",") {
@@ -160,6 +184,9 @@ func TestCrashSafety(t *testing.T) {
 				}
 				if after := bootOrder(t, dir); strings.Join(after, ",") != strings.Join(want, ",") {
 					t.Errorf("killed after %q, then run again: entries %v, want %v", steps[n-1], after, want)
+				}
+				if op.name == "gc" && strings.Contains(ociboot(t, "--sysroot", dir, "gc", "--dry-run"), "Would remove") {
+					t.Errorf("killed after %q, then gc again: something is left to remove", steps[n-1])
 				}
 				os.RemoveAll(dir)
 			}
