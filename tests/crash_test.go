@@ -16,8 +16,9 @@ import (
 	"github.com/ociboot/ociboot/internal/testutil"
 )
 
-// crashOS is a small bootable image, laid out as bootc images are.
-func crashOS(t *testing.T, version string) *testutil.Image {
+// crashOS is a small bootable image, laid out as bootc images are, with any extra
+// layers on top.
+func crashOS(t *testing.T, version string, extra ...*testutil.Layer) *testutil.Image {
 	t.Helper()
 	l := testutil.NewLayer().
 		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
@@ -27,7 +28,7 @@ func crashOS(t *testing.T, version string) *testutil.Image {
 		Dir("usr/bin", 0o755).File("usr/bin/tool", 0o755, strings.Repeat("tool "+version, 100)).
 		Dir("etc", 0o755).File("etc/os.conf", 0o644, "version="+version+"\n").
 		Dir("var", 0o755).File("var/seed", 0o644, "seed "+version+"\n")
-	return testutil.BuildImage(t, nil, []*testutil.Layer{l})
+	return testutil.BuildImage(t, nil, append([]*testutil.Layer{l}, extra...))
 }
 
 // bootOrder is the sysroot's deployments in boot order, by composefs digest, after
