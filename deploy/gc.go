@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/ociboot/ociboot/composefs"
 	"github.com/ociboot/ociboot/internal/failpoint"
+	"github.com/ociboot/ociboot/internal/fsutil"
 	"github.com/ociboot/ociboot/kargs"
 	"github.com/ociboot/ociboot/oci"
 )
@@ -98,7 +98,7 @@ func (s *Sysroot) GC(ctx context.Context, dryRun bool) (*GCReport, error) {
 
 	// Deployments' state.
 	var items []oci.GCItem
-	names, err := readDirNamesSorted(s.join(deployDir))
+	names, err := fsutil.ReadDirNames(s.join(deployDir))
 	if err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
@@ -114,16 +114,16 @@ func (s *Sysroot) GC(ctx context.Context, dryRun bool) (*GCReport, error) {
 		case err != nil || d.String() != id:
 			continue // not ours
 		case tmp:
-			items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: p, Size: diskUsage(p)})
+			items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: p, Size: fsutil.DiskUsage(p)})
 		case !keep.images[d]:
-			items = append(items, oci.GCItem{Kind: GCState, Path: p, Size: diskUsage(p)})
+			items = append(items, oci.GCItem{Kind: GCState, Path: p, Size: fsutil.DiskUsage(p)})
 		default:
 			// A kept state directory may hold an interrupted origin rewrite (SetPinned).
-			inner, _ := readDirNamesSorted(p)
+			inner, _ := fsutil.ReadDirNames(p)
 			for _, m := range inner {
 				if oci.IsTempName(m) {
 					q := filepath.Join(p, m)
-					items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: q, Size: diskUsage(q)})
+					items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: q, Size: fsutil.DiskUsage(q)})
 				}
 			}
 		}
@@ -136,14 +136,14 @@ func (s *Sysroot) GC(ctx context.Context, dryRun bool) (*GCReport, error) {
 	for _, d := range dirs {
 		if !keep.bootDirs[d] {
 			p := s.join(filepath.Join(bootDir, d))
-			items = append(items, oci.GCItem{Kind: GCBootFiles, Path: p, Size: diskUsage(p)})
+			items = append(items, oci.GCItem{Kind: GCBootFiles, Path: p, Size: fsutil.DiskUsage(p)})
 		}
 	}
-	leftovers, _ := readDirNamesSorted(s.join(filepath.Join(bootDir, bootFilesTop)))
+	leftovers, _ := fsutil.ReadDirNames(s.join(filepath.Join(bootDir, bootFilesTop)))
 	for _, n := range leftovers {
 		if strings.HasPrefix(n, bootTmpPrefix) {
 			p := s.join(filepath.Join(bootDir, bootFilesTop, n))
-			items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: p, Size: diskUsage(p)})
+			items = append(items, oci.GCItem{Kind: oci.GCTemp, Path: p, Size: fsutil.DiskUsage(p)})
 		}
 	}
 
@@ -263,36 +263,4 @@ func (s *Sysroot) removeGCItem(boot *os.Root, it oci.GCItem) error {
 		return os.RemoveAll(tmp)
 	}
 	return os.RemoveAll(it.Path)
-}
-
-// readDirNamesSorted lists a directory's names, sorted; a missing directory has none.
-func readDirNamesSorted(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	slices.Sort(names)
-	return names, err
-}
-
-// diskUsage is the space p takes on disk (allocated blocks), a directory's files
-// included; 0 when it cannot be read.
-func diskUsage(p string) int64 {
-	var n int64
-	filepath.WalkDir(p, func(q string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if fi, err := os.Lstat(q); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return n
 }

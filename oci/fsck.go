@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ociboot/ociboot/composefs"
+	"github.com/ociboot/ociboot/internal/fsutil"
 )
 
 // ErrMissing means a file that something refers to is not there.
@@ -59,7 +60,7 @@ func (r *Repo) Fsck(ctx context.Context) (*RepoFsck, error) {
 		return nil, err
 	}
 
-	names, err := readDirNames(filepath.Join(r.dir, "images"))
+	names, err := fsutil.ReadDirNames(filepath.Join(r.dir, "images"))
 	if err != nil {
 		return nil, fmt.Errorf("checking composefs images: %w", err)
 	}

@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/ociboot/ociboot/composefs"
 	"github.com/ociboot/ociboot/internal/failpoint"
+	"github.com/ociboot/ociboot/internal/fsutil"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -84,7 +84,9 @@ func (p *GCPlan) items() []GCItem {
 // removed, when a composefs image in keep or an image record does not read.
 func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, error) {
 	var items []GCItem
-	add := func(kind, path string) { items = append(items, GCItem{Kind: kind, Path: path, Size: diskUsage(path)}) }
+	add := func(kind, path string) {
+		items = append(items, GCItem{Kind: kind, Path: path, Size: fsutil.DiskUsage(path)})
+	}
 
 	// The roots: every image record, and keep.
 	records, err := r.readRecords()
@@ -156,7 +158,7 @@ func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, er
 
 	// What goes, in the order it goes.
 	refDir := filepath.Join(r.dir, "oci", "refs")
-	refs, err := readDirNames(refDir)
+	refs, err := fsutil.ReadDirNames(refDir)
 	if err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
@@ -179,12 +181,12 @@ func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, er
 	}
 	for _, kind := range []string{"layers", "manifests", "configs"} {
 		top := filepath.Join(r.dir, "oci", kind)
-		algos, err := readDirNames(top)
+		algos, err := fsutil.ReadDirNames(top)
 		if err != nil {
 			return nil, fmt.Errorf("collecting garbage: %w", err)
 		}
 		for _, a := range algos {
-			names, err := readDirNames(filepath.Join(top, a))
+			names, err := fsutil.ReadDirNames(filepath.Join(top, a))
 			if err != nil {
 				continue // not a directory of blobs
 			}
@@ -199,19 +201,19 @@ func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, er
 			}
 		}
 	}
-	recAlgos, err := readDirNames(filepath.Join(r.dir, "oci", "images"))
+	recAlgos, err := fsutil.ReadDirNames(filepath.Join(r.dir, "oci", "images"))
 	if err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
 	for _, a := range recAlgos {
-		names, _ := readDirNames(filepath.Join(r.dir, "oci", "images", a))
+		names, _ := fsutil.ReadDirNames(filepath.Join(r.dir, "oci", "images", a))
 		for _, n := range names {
 			if IsTempName(n) {
 				temps = append(temps, filepath.Join(r.dir, "oci", "images", a, n))
 			}
 		}
 	}
-	imgNames, err := readDirNames(filepath.Join(r.dir, "images"))
+	imgNames, err := fsutil.ReadDirNames(filepath.Join(r.dir, "images"))
 	if err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
@@ -232,7 +234,7 @@ func (r *Repo) PlanGC(ctx context.Context, keep []composefs.Digest) (*GCPlan, er
 	}); err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
-	objectTemps, err := readDirNames(r.store.Dir())
+	objectTemps, err := fsutil.ReadDirNames(r.store.Dir())
 	if err != nil {
 		return nil, fmt.Errorf("collecting garbage: %w", err)
 	}
@@ -361,36 +363,4 @@ func (r *Repo) ImageObjects(d composefs.Digest) ([]composefs.Digest, error) {
 func objectDigest(p string) composefs.Digest {
 	d, _ := composefs.ParseDigest(filepath.Base(filepath.Dir(p)) + filepath.Base(p))
 	return d
-}
-
-// readDirNames lists a directory's names, sorted; a missing directory has none.
-func readDirNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	slices.Sort(names)
-	return names, err
-}
-
-// diskUsage is the space p takes on disk (allocated blocks), a directory's files
-// included; 0 when it cannot be read.
-func diskUsage(p string) int64 {
-	var n int64
-	filepath.WalkDir(p, func(q string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if fi, err := os.Lstat(q); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return n
 }

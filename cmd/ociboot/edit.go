@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 
 	"github.com/ociboot/ociboot/deploy"
 	"github.com/ociboot/ociboot/oci"
@@ -90,27 +89,11 @@ func readSpec(cmd *cobra.Command, file string, cur *deploy.Host) ([]byte, error)
 	default:
 		return os.ReadFile(file)
 	}
-	tmp, err := os.CreateTemp("", "ociboot-edit-*.yaml")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
 	var b bytes.Buffer
 	if err := cur.WriteYAML(&b); err != nil {
 		return nil, err
 	}
-	tmp.Write(b.Bytes())
-	tmp.Close()
-	editor := os.Getenv("EDITOR")
-	if editor == "" {
-		editor = "vi"
-	}
-	run := exec.Command("sh", "-c", editor+` "$1"`, "sh", tmp.Name())
-	run.Stdin, run.Stdout, run.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := run.Run(); err != nil {
-		return nil, fmt.Errorf("running the editor %q: %w", editor, err)
-	}
-	return os.ReadFile(tmp.Name())
+	return editText(b.Bytes(), "ociboot-edit-*.yaml")
 }
 
 // pullAndDeploy is switch's work: fetch ref and deploy it.

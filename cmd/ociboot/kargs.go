@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/ociboot/ociboot/deploy"
@@ -112,23 +111,7 @@ func (f *kargsFlags) edit(c *kargs.Cmdline) error {
 // editCmdline lets the user edit c in $EDITOR (vi if unset), as rpm-ostree kargs
 // --editor does; lines starting with # are comments.
 func editCmdline(c *kargs.Cmdline) error {
-	tmp, err := os.CreateTemp("", "ociboot-kargs-*.txt")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	fmt.Fprintf(tmp, "# Kernel command line for the next boot. Lines starting with # are ignored.\n%s\n", c)
-	tmp.Close()
-	editor := os.Getenv("EDITOR")
-	if editor == "" {
-		editor = "vi"
-	}
-	run := exec.Command("sh", "-c", editor+` "$1"`, "sh", tmp.Name())
-	run.Stdin, run.Stdout, run.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := run.Run(); err != nil {
-		return fmt.Errorf("running the editor %q: %w", editor, err)
-	}
-	data, err := os.ReadFile(tmp.Name())
+	data, err := editText([]byte(fmt.Sprintf("# Kernel command line for the next boot. Lines starting with # are ignored.\n%s\n", c)), "ociboot-kargs-*.txt")
 	if err != nil {
 		return err
 	}
