@@ -60,7 +60,9 @@ func ParseRootSelector(c *kargs.Cmdline) (d composefs.Digest, verityOptional boo
 func stateDir(d composefs.Digest) string { return filepath.Join(deployDir, d.String()) }
 
 // Deployments returns the deployments in boot order: the first boots next. On a sysroot
-// that is not running, the first is also the one that counts as booted.
+// that is not running, the first is also the one that counts as booted; on a running
+// host the booted one is the one the kernel command line names (Booted), which is not
+// the first after a rollback or once a staged deployment is finalized.
 func (s *Sysroot) Deployments(ctx context.Context) ([]*Deployment, error) {
 	boot, err := os.OpenRoot(s.join(bootDir))
 	if err != nil {
@@ -114,4 +116,84 @@ func (s *Sysroot) image(d *Deployment) *oci.Image {
 		return nil
 	}
 	return img
+}
+
+// ErrNotBooted means a running host's kernel command line names no deployment of the
+// sysroot: the host was not booted by ociboot (bootc: "not deployed via bootc").
+var ErrNotBooted = errors.New("the running host was not booted from a deployment of this sysroot")
+
+// Booted returns the deployment that is booted: on a running host the one whose
+// composefs= digest the kernel command line (WithCmdline) names, wherever it is in the
+// boot order; on a sysroot that is not running the first one. With nothing deployed on
+// a sysroot that is not running it returns nil and no error; a running host that was
+// not booted from one of the sysroot's deployments is ErrNotBooted.
+func (s *Sysroot) Booted(ctx context.Context) (*Deployment, error) {
+	deps, err := s.Deployments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i, err := s.bootedIndex(deps)
+	if err != nil || i < 0 {
+		return nil, err
+	}
+	return deps[i], nil
+}
+
+// bootedIndex is the index of the booted deployment in deps (boot order); -1 with
+// nothing deployed on a sysroot that is not running.
+func (s *Sysroot) bootedIndex(deps []*Deployment) (int, error) {
+	if !s.running {
+		if len(deps) == 0 {
+			return -1, nil
+		}
+		return 0, nil
+	}
+	id, cmdline, err := s.bootedID()
+	if err != nil {
+		return -1, err
+	}
+	// Several entries may name one image (a kargs change makes one): the one whose
+	// arguments are all on the command line, the most of them, is the one booted. The
+	// boot loader adds its own (BOOT_IMAGE=, initrd=), so the match is not equality.
+	found, best := -1, -1
+	for i, d := range deps {
+		if d.ID != id {
+			continue
+		}
+		if found < 0 {
+			found = i
+		}
+		if n := d.Options.Len(); n > best && argsOn(d.Options, cmdline) {
+			found, best = i, n
+		}
+	}
+	if found < 0 {
+		return -1, fmt.Errorf("%w: %s names composefs=%s, which no boot entry names", ErrNotBooted, s.cmdlinePath, id)
+	}
+	return found, nil
+}
+
+// bootedID reads the running host's command line for the booted deployment's digest.
+func (s *Sysroot) bootedID() (composefs.Digest, *kargs.Cmdline, error) {
+	var id composefs.Digest
+	data, err := os.ReadFile(s.cmdlinePath)
+	if err != nil {
+		return id, nil, fmt.Errorf("reading the kernel command line: %w", err)
+	}
+	c := kargs.Parse(data)
+	id, _, err = ParseRootSelector(c)
+	if err != nil {
+		return id, nil, fmt.Errorf("%w: %s: %v", ErrNotBooted, s.cmdlinePath, err)
+	}
+	return id, c, nil
+}
+
+// argsOn reports whether every argument of opts is on the command line c.
+func argsOn(opts, c *kargs.Cmdline) bool {
+	for _, p := range opts.Params() {
+		if !c.Contains(p) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,5 +1,18 @@
-// Package deploy manages the sysroot's deployments; so far it holds the three-way merges
-// that carry a host's /etc and /var from the image it booted to the next one.
+// Package deploy manages the sysroot's deployments: the boot entries that list them, each
+// deployment's state (its /etc and origin), the shared /var, the kernels on the boot
+// partition, and the verbs over them (Deploy, Rollback, SetKargs, staging and
+// FinalizeStaged on a running host, GC, Fsck, pinning) and the status document bootc
+// prints.
+//
+// Sysroot (sysroot.go) explains the layout and the invariants: a deployment's id is its
+// composefs image digest, the boot entries are the list of deployments in boot order,
+// and every change is written beside the old state and switched to by one rename of the
+// whole boot entry set, so a crash leaves the old or the new set (tests/crash_test.go
+// kills every operation at each of its durable steps). On a running host a change is
+// staged (stage.go) and finalized at shutdown, so /etc edits made after staging are kept.
+//
+// The rest of this comment is about the three-way merges that carry a host's /etc and
+// /var from the image it booted to the next one.
 //
 // # /etc
 //

@@ -54,7 +54,8 @@ func (r *GCReport) Bytes() int64 {
 //
 // What is kept, and why:
 //   - every deployment of the boot entries, and of a staged set waiting for its commit
-//     (and, on a running host, the booted one, whatever the entries say): its composefs
+//     (on a running host, only one staged.json names: a stale one is discarded first),
+//     and, on a running host, the booted one, whatever the entries say: its composefs
 //     image, its state directory (etc/ and origin) and the boot files directory its
 //     entry names (by the entry's paths, never by the origin: deployments of images with
 //     the same kernel share one directory, bootc #2102);
@@ -75,15 +76,27 @@ func (r *GCReport) Bytes() int64 {
 // and GC run again completes.
 func (s *Sysroot) GC(ctx context.Context, dryRun bool) (*GCReport, error) {
 	rep := &GCReport{DryRun: dryRun}
-	keep, err := s.gcRoots()
-	if err != nil {
-		return nil, fmt.Errorf("collecting garbage: %w", err)
-	}
 	boot, err := os.OpenRoot(s.join(bootDir))
 	if err != nil {
 		return nil, err
 	}
 	defer boot.Close()
+	// On a running host, a staged set no staged.json names is stale (the host rebooted
+	// without finalizing it, as a download-only deployment is meant to be): it goes too.
+	stale, err := s.staleStagedSet(ctx, boot)
+	if err != nil {
+		return nil, fmt.Errorf("collecting garbage: %w", err)
+	}
+	if stale && !dryRun {
+		if err := DiscardStagedBootSet(boot); err != nil {
+			return nil, fmt.Errorf("collecting garbage: %w", err)
+		}
+		failpoint.Step("gc: stale staged set discarded")
+	}
+	keep, err := s.gcRoots(!stale)
+	if err != nil {
+		return nil, fmt.Errorf("collecting garbage: %w", err)
+	}
 	// The repository's part is planned first: it fails, before anything is removed, when
 	// what a deployment needs cannot be read.
 	var images []composefs.Digest
@@ -182,8 +195,23 @@ type gcKeep struct {
 	bootDirs map[string]bool           // "ociboot/<digest>"
 }
 
-// gcRoots reads the boot entries (committed and staged) for what they need.
-func (s *Sysroot) gcRoots() (*gcKeep, error) {
+// staleStagedSet reports whether, on a running host, a staged set waits that no
+// staged.json names.
+func (s *Sysroot) staleStagedSet(ctx context.Context, boot *os.Root) (bool, error) {
+	if !s.running {
+		return false, nil
+	}
+	set, err := ReadStagedBootSet(boot)
+	if err != nil || len(set) == 0 {
+		return false, err
+	}
+	st, err := s.Staged(ctx)
+	return st == nil, err
+}
+
+// gcRoots reads the boot entries (committed, and staged with withStaged) for what they
+// need.
+func (s *Sysroot) gcRoots(withStaged bool) (*gcKeep, error) {
 	k := &gcKeep{images: map[composefs.Digest]bool{}, bootDirs: map[string]bool{}}
 	boot, err := os.OpenRoot(s.join(bootDir))
 	if err != nil {
@@ -194,9 +222,11 @@ func (s *Sysroot) gcRoots() (*gcKeep, error) {
 	if err != nil {
 		return nil, err
 	}
-	staged, err := ReadStagedBootSet(boot)
-	if err != nil {
-		return nil, err
+	var staged []BLSEntry
+	if withStaged {
+		if staged, err = ReadStagedBootSet(boot); err != nil {
+			return nil, err
+		}
 	}
 	for _, e := range append(entries, staged...) {
 		if id, _, err := ParseRootSelector(kargs.Parse([]byte(e.Options))); err == nil {
@@ -208,10 +238,8 @@ func (s *Sysroot) gcRoots() (*gcKeep, error) {
 		}
 	}
 	if s.running {
-		if data, err := os.ReadFile("/proc/cmdline"); err == nil {
-			if id, _, err := ParseRootSelector(kargs.Parse(data)); err == nil {
-				k.images[id] = true
-			}
+		if id, _, err := s.bootedID(); err == nil {
+			k.images[id] = true
 		}
 	}
 	return k, nil

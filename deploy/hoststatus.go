@@ -2,36 +2,73 @@ package deploy
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 
 	"github.com/ociboot/ociboot/oci"
 )
 
-// Status describes the sysroot as bootc's BootcHost document: the booted deployment,
-// the rollback one, pinned others, and the spec (the image the host follows).
+// Status describes the sysroot as bootc's BootcHost document: the staged deployment,
+// the booted one, the rollback one, pinned others, and the spec (the image the host
+// follows: the staged one's, else the booted one's).
 //
-// On a sysroot that is not running, the first deployment counts as booted (DESIGN.md);
-// rollbackQueued cannot happen there, since the boot order is the deployment order.
+// The slots follow bootc (status.rs get_status): the booted deployment is taken out of
+// the boot order, the first one left is the rollback and the rest are otherDeployments;
+// rollbackQueued is true when the rollback sorts before the booted one, that is when the
+// next boot is not the booted deployment, and spec.bootOrder is then "rollback". On a
+// sysroot that is not running the first deployment counts as booted (DESIGN.md), so no
+// rollback is ever queued there and nothing is staged. On a running host the booted one
+// is the one the kernel command line names; after a rollback, or once a staged
+// deployment is finalized, the next boot is another and rollbackQueued is true. A
+// running host not booted from the sysroot shows no deployment at all, as bootc shows
+// a host it does not manage.
 func (s *Sysroot) Status(ctx context.Context) (*Host, error) {
 	h := NewHost()
 	deps, err := s.Deployments(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if len(deps) == 0 {
+	bi, err := s.bootedIndex(deps)
+	if errors.Is(err, ErrNotBooted) {
+		return h, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if bi < 0 {
 		return h, nil
 	}
-	h.Status.Booted = s.bootEntry(deps[0])
-	if len(deps) > 1 {
-		h.Status.Rollback = s.bootEntry(deps[1])
+	h.Status.Booted = s.bootEntry(deps[bi])
+	rest := slices.Delete(slices.Clone(deps), bi, bi+1)
+	if len(rest) > 0 {
+		h.Status.Rollback = s.bootEntry(rest[0])
+		// rest[0] sorts before the booted one exactly when the booted one is not first.
+		h.Status.RollbackQueued = bi > 0
+		if h.Status.RollbackQueued {
+			h.Spec.BootOrder = BootOrderRollback
+		}
 	}
-	for _, d := range deps[min(2, len(deps)):] {
+	for _, d := range rest[min(1, len(rest)):] {
 		h.Status.OtherDeployments = append(h.Status.OtherDeployments, *s.bootEntry(d))
 	}
-	if b := h.Status.Booted; b.Image != nil {
-		img := b.Image.Image
+	staged, err := s.Staged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if staged != nil {
+		h.Status.Staged = s.bootEntry(staged.Deployment)
+		h.Status.Staged.DownloadOnly = staged.DownloadOnly
+	}
+	spec := h.Status.Booted
+	if h.Status.Staged != nil && h.Status.Staged.Image != nil {
+		spec = h.Status.Staged
+	}
+	if spec.Image != nil {
+		img := spec.Image.Image
 		h.Spec.Image = &img
-		t := "bootcHost"
+	}
+	if h.Status.Booted.Image != nil {
+		t := HostTypeBootcHost
 		h.Status.Type = &t
 	}
 	return h, nil

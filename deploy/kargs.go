@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ociboot/ociboot/composefs"
 	"github.com/ociboot/ociboot/kargs"
 )
 
@@ -14,11 +15,14 @@ import (
 // stays as the rollback. The booted entry is never edited in place, so a command line
 // that does not boot is one rollback away.
 //
+// On a running host it is staged like Deploy, on top of what is staged: edit changes the
+// staged deployment's command line (the booted one's when nothing is staged), and the
+// staged set is [that image with the new command line, booted, pinned...]. A change back
+// to exactly the booted command line drops what was staged. The new deployment's state
+// is its image's, shared (no /etc merge at finalize when it is the booted image).
+//
 // The root selector (composefs=) is the deployment's identity and cannot be edited.
 func (s *Sysroot) SetKargs(ctx context.Context, edit func(*kargs.Cmdline) error) (*Deployment, error) {
-	if s.running {
-		return nil, errors.New("changing the kernel command line of a running host (staging) is not supported yet: use --sysroot with a root that is not running")
-	}
 	deps, err := s.Deployments(ctx)
 	if err != nil {
 		return nil, err
@@ -26,7 +30,19 @@ func (s *Sysroot) SetKargs(ctx context.Context, edit func(*kargs.Cmdline) error)
 	if len(deps) == 0 {
 		return nil, errors.New("nothing is deployed: run 'ociboot switch IMAGE' first")
 	}
-	cur := deps[0]
+	bi, err := s.bootedIndex(deps)
+	if err != nil {
+		return nil, err
+	}
+	booted := deps[bi]
+	staged, err := s.Staged(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cur := booted
+	if staged != nil {
+		cur = staged.Deployment
+	}
 	opts := cur.Options.Clone()
 	if err := edit(opts); err != nil {
 		return nil, err
@@ -38,25 +54,37 @@ func (s *Sysroot) SetKargs(ctx context.Context, edit func(*kargs.Cmdline) error)
 	if opts.String() == cur.Options.String() {
 		return nil, fmt.Errorf("%w: the command line is already %q", ErrNoChange, opts.String())
 	}
-	nb := bootOf(cur)
-	nb.Options = opts.String()
-	nb.Counter = nil
-	order := []DeploymentBoot{nb, bootOf(cur)}
-	for _, d := range deps[1:] {
-		if d.Origin != nil && d.Origin.Pinned {
-			order = append(order, bootOf(d))
-		}
-	}
 	boot, err := os.OpenRoot(s.join(bootDir))
 	if err != nil {
 		return nil, err
 	}
 	defer boot.Close()
+	if s.running && cur.ID == booted.ID && opts.String() == booted.Options.String() {
+		// Back to what is booted: nothing is left to stage.
+		if err := s.discardStaged(boot); err != nil {
+			return nil, err
+		}
+		return booted, nil
+	}
+	nb := bootOf(cur)
+	nb.Options = opts.String()
+	nb.Counter = nil
+	order := append([]DeploymentBoot{nb, bootOf(booted)}, pinnedBoots(deps, bi, composefs.Digest{})...)
 	entries, err := OrderEntries(osIDOf(cur.Entry), order)
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteBootSet(boot, entries); err != nil {
+	if !s.running {
+		if err := WriteBootSet(boot, entries); err != nil {
+			return nil, err
+		}
+		return s.deploymentOf(entries[0])
+	}
+	sf := &stagedFile{Deployment: cur.ID.String(), Booted: booted.ID.String()}
+	if staged != nil {
+		sf.DownloadOnly = staged.DownloadOnly
+	}
+	if err := s.writeStage(boot, entries, sf); err != nil {
 		return nil, err
 	}
 	return s.deploymentOf(entries[0])

@@ -32,10 +32,12 @@ import (
 // temporary names, made durable with one syncfs, and then one rename (the boot entry
 // set's exchange) switches to them, so a crash leaves the old or the new state.
 type Sysroot struct {
-	path    string
-	repo    *oci.Repo
-	log     logrus.FieldLogger
-	running bool
+	path        string
+	repo        *oci.Repo
+	log         logrus.FieldLogger
+	running     bool
+	runDir      string // running host: where ociboot/staged.json and reboot-required live
+	cmdlinePath string // running host: the kernel command line naming the booted deployment
 }
 
 // SysrootOption configures OpenSysroot.
@@ -50,6 +52,16 @@ func WithSysrootLogger(l logrus.FieldLogger) SysrootOption {
 // at shutdown. Otherwise they take effect at once and the default entry's deployment
 // counts as booted.
 func WithRunning(running bool) SysrootOption { return func(s *Sysroot) { s.running = running } }
+
+// WithRunDir sets the running host's runtime directory (default /run), where a staged
+// deployment is described (ociboot/staged.json) and reboot-required is written. Only
+// a running sysroot reads or writes it; tests give a temporary directory.
+func WithRunDir(dir string) SysrootOption { return func(s *Sysroot) { s.runDir = dir } }
+
+// WithCmdline sets the file holding the running host's kernel command line (default
+// /proc/cmdline): its composefs= argument names the booted deployment. Only a running
+// sysroot reads it; tests give a file of their own.
+func WithCmdline(path string) SysrootOption { return func(s *Sysroot) { s.cmdlinePath = path } }
 
 // The sysroot's layout, relative to its top.
 const (
@@ -66,7 +78,7 @@ func OpenSysroot(path string, opts ...SysrootOption) (*Sysroot, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sysroot{path: abs, log: discardLogger()}
+	s := &Sysroot{path: abs, log: discardLogger(), runDir: "/run", cmdlinePath: "/proc/cmdline"}
 	for _, o := range opts {
 		o(s)
 	}

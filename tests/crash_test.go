@@ -92,8 +92,15 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-// TestCrashSafety kills switch, upgrade, rollback and gc with SIGKILL at every durable step
-// they take. After each kill the boot entries name exactly the old or exactly the new
+// runningArgs are the global flags that drive the directory sysroot dir as a booted host
+// (the hidden test hooks): its run directory and kernel command line are dir/run and
+// dir/cmdline.
+func runningArgs(dir string) []string {
+	return []string{"--sysroot", dir, "--running", "--run-dir", filepath.Join(dir, "run"), "--cmdline", filepath.Join(dir, "cmdline")}
+}
+
+// TestCrashSafety kills switch, upgrade, rollback, gc and finalize-staged with SIGKILL at
+// every durable step they take. After each kill the boot entries name exactly the old or exactly the new
 // set, every file an entry names exists, fsck passes, and running the command again
 // completes with the new set (for gc: nothing left to remove).
 func TestCrashSafety(t *testing.T) {
@@ -112,6 +119,22 @@ func TestCrashSafety(t *testing.T) {
 	v2 := filepath.Join(work, "v2")
 	copyTree(t, v1, v2)
 	ociboot(t, "--sysroot", v2, "upgrade")
+	// Before finalize-staged: v1 driven as a booted host (its own run directory and
+	// kernel command line, inside the sysroot so that each copy has its own), with a
+	// local /etc change, and v2 staged over it.
+	staged := filepath.Join(work, "staged")
+	copyTree(t, v1, staged)
+	booted := bootOrder(t, staged)[0]
+	if err := os.WriteFile(filepath.Join(staged, "cmdline"), []byte("BOOT_IMAGE=/vmlinuz "+ociboot(t, "--sysroot", staged, "kargs")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(staged, "state/deploy", booted, "etc/local.conf"), []byte("local\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ociboot(t, append(runningArgs(staged), "upgrade")...)
+	if got := bootOrder(t, staged); len(got) != 1 || got[0] != booted {
+		t.Fatalf("staging changed the entries: %v", got)
+	}
 	// Before gc: v3 deployed over v2 (v1's deployment gone), v1's image removed, so gc
 	// has an image, its state, kernel, records and objects to take.
 	crashOS(t, "3").WriteLayout(t, layout, "os")
@@ -133,19 +156,28 @@ func TestCrashSafety(t *testing.T) {
 		name     string
 		template string
 		args     []string
+		running  bool // the template is driven as a booted host (runningArgs)
 	}{
-		{"switch", empty, []string{"switch", "--transport", "oci", ref}},
-		{"upgrade", v1, []string{"upgrade"}},
-		{"rollback", v2, []string{"rollback"}},
-		{"gc", v3, []string{"gc"}},
+		{"switch", empty, []string{"switch", "--transport", "oci", ref}, false},
+		{"upgrade", v1, []string{"upgrade"}, false},
+		{"rollback", v2, []string{"rollback"}, false},
+		{"gc", v3, []string{"gc"}, false},
+		// The old set is the committed entries [v1], the new one the staged set [v2 v1].
+		{"finalize-staged", staged, []string{"finalize-staged"}, true},
 	} {
 		t.Run(op.name, func(t *testing.T) {
+			argsFor := func(dir string) []string {
+				if op.running {
+					return append(runningArgs(dir), op.args...)
+				}
+				return append([]string{"--sysroot", dir}, op.args...)
+			}
 			// The states before and after, and the steps, from one run without a kill.
 			probe := filepath.Join(work, op.name+"-probe")
 			copyTree(t, op.template, probe)
 			old := bootOrder(t, probe)
 			trace := filepath.Join(work, op.name+".trace")
-			killed, err, out := runKilled(t, "trace:"+trace, append([]string{"--sysroot", probe}, op.args...)...)
+			killed, err, out := runKilled(t, "trace:"+trace, argsFor(probe)...)
 			if killed || err != nil {
 				t.Fatalf("%s: %v\n%s", op.name, err, out)
 			}
@@ -164,7 +196,7 @@ func TestCrashSafety(t *testing.T) {
 			for n := 1; n <= len(steps); n++ {
 				dir := filepath.Join(work, fmt.Sprintf("%s-%d", op.name, n))
 				copyTree(t, op.template, dir)
-				killed, err, out := runKilled(t, fmt.Sprint(n), append([]string{"--sysroot", dir}, op.args...)...)
+				killed, err, out := runKilled(t, fmt.Sprint(n), argsFor(dir)...)
 				if !killed {
 					t.Fatalf("kill at step %d (%s) did not kill: %v\n%s", n, steps[n-1], err, out)
 				}
@@ -181,13 +213,29 @@ func TestCrashSafety(t *testing.T) {
 				if op.name == "rollback" && got == strings.Join(want, ",") {
 					// A rollback already done would roll back again: not a retry.
 				} else {
-					ociboot(t, append([]string{"--sysroot", dir}, op.args...)...)
+					ociboot(t, argsFor(dir)...)
 				}
 				if after := bootOrder(t, dir); strings.Join(after, ",") != strings.Join(want, ",") {
 					t.Errorf("killed after %q, then run again: entries %v, want %v", steps[n-1], after, want)
 				}
 				if op.name == "gc" && strings.Contains(ociboot(t, "--sysroot", dir, "gc", "--dry-run"), "Would remove") {
 					t.Errorf("killed after %q, then gc again: something is left to remove", steps[n-1])
+				}
+				if op.name == "finalize-staged" {
+					// Finalized whole: the /etc change made before staging reached v2,
+					// nothing is left staged, and the merge left no temporary behind.
+					if got := readFile(t, filepath.Join(dir, "state/deploy", want[0], "etc/local.conf")); got != "local\n" {
+						t.Errorf("killed after %q, then finalized: v2's /etc/local.conf = %q", steps[n-1], got)
+					}
+					if _, err := os.Stat(filepath.Join(dir, "run/ociboot/staged.json")); !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("killed after %q, then finalized: staged.json left (%v)", steps[n-1], err)
+					}
+					if left, _ := filepath.Glob(filepath.Join(dir, "state/deploy", want[0], ".tmp*")); len(left) > 0 {
+						t.Errorf("killed after %q, then finalized: left %v", steps[n-1], left)
+					}
+					if _, err := os.Stat(filepath.Join(dir, "boot/loader/entries.staged")); !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("killed after %q, then finalized: loader/entries.staged left (%v)", steps[n-1], err)
+					}
 				}
 				os.RemoveAll(dir)
 			}

@@ -108,7 +108,7 @@ func pullAndDeploy(cmd *cobra.Command, g *globalOptions, s *deploy.Sysroot, pf *
 		return err
 	}
 	d, err := s.Deploy(cmd.Context(), img)
-	if errors.Is(err, deploy.ErrNoChange) {
+	if errors.Is(err, deploy.ErrNoChange) || errors.Is(err, deploy.ErrStagedUnchanged) {
 		fmt.Fprintln(cmd.OutOrStdout(), "Image specification is unchanged.")
 		return nil
 	}

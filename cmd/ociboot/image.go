@@ -24,10 +24,12 @@ func newImageCmd(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// repoDir is the composefs repository of the sysroot (DESIGN.md: composefs/ at the top
-// of the sysroot).
-func (g *globalOptions) repoDir() string { return filepath.Join(g.sysroot, "composefs") }
-
+// openRepo opens the composefs repository of the sysroot (DESIGN.md: composefs/ at the
+// top of the physical root).
 func (g *globalOptions) openRepo() (*oci.Repo, error) {
-	return oci.OpenRepo(g.repoDir())
+	root, err := g.physicalRoot()
+	if err != nil {
+		return nil, err
+	}
+	return oci.OpenRepo(filepath.Join(root, "composefs"))
 }

@@ -45,13 +45,17 @@ back on upgrade only if the image changes them.`,
 				return nil
 			}
 			return g.withLockedSysroot(cmd.Context(), "kargs", lf, func(s *deploy.Sysroot) error {
-				d, err := s.SetKargs(cmd.Context(), f.edit)
+				d, err := s.SetKargs(cmd.Context(), func(c *kargs.Cmdline) error { return f.edit(c, g.cmdline) })
 				if errors.Is(err, deploy.ErrNoChange) {
 					fmt.Fprintln(cmd.OutOrStdout(), "Kernel arguments are unchanged.")
 					return nil
 				}
 				if err != nil {
 					return err
+				}
+				if s.Running() {
+					fmt.Fprintf(cmd.OutOrStdout(), "Kernel arguments staged for the next boot (applied at shutdown):\n  %s\n", d.Options)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Kernel arguments updated for the next boot:\n  %s\n", d.Options)
 				return nil
@@ -74,10 +78,11 @@ func (f *kargsFlags) changes() bool {
 	return len(f.appendArgs)+len(f.appendIfMissing)+len(f.deleteArgs)+len(f.deleteIfPresent)+len(f.replace) > 0 || f.editor || f.importProc
 }
 
-// edit applies the flags to c, in rpm-ostree's order.
-func (f *kargsFlags) edit(c *kargs.Cmdline) error {
+// edit applies the flags to c, in rpm-ostree's order; procCmdline is /proc/cmdline (or
+// the --cmdline test hook's file).
+func (f *kargsFlags) edit(c *kargs.Cmdline, procCmdline string) error {
 	if f.importProc {
-		data, err := os.ReadFile("/proc/cmdline")
+		data, err := os.ReadFile(procCmdline)
 		if err != nil {
 			return err
 		}

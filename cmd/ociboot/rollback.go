@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/ociboot/ociboot/deploy"
@@ -14,25 +13,50 @@ func newRollbackCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "Boot the rollback deployment next (a second rollback undoes the first)",
-		Args:  cobra.NoArgs,
+		Long: `Make the rollback deployment the default and the current one the rollback; a second
+rollback undoes the first. On the booted host a staged deployment is discarded, and the
+new order is written at once (a rollback merges nothing); --apply then reboots.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if apply {
-				return errors.New("--apply (reboot into it now) needs a running host, which is not supported yet")
+				if err := g.requireRunning("--apply"); err != nil {
+					return err
+				}
 			}
-			return g.withLockedSysroot(cmd.Context(), "rollback", lf, func(s *deploy.Sysroot) error {
+			reboot := false
+			err := g.withLockedSysroot(cmd.Context(), "rollback", lf, func(s *deploy.Sysroot) error {
 				if err := s.Rollback(cmd.Context()); err != nil {
 					return err
 				}
-				d, err := bootedDeployment(cmd.Context(), s)
+				deps, err := s.Deployments(cmd.Context())
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "Next boot: rollback deployment %s (%s)\n", d.ID, manifestOf(d))
+				next := deps[0]
+				if !s.Running() {
+					fmt.Fprintf(cmd.OutOrStdout(), "Next boot: rollback deployment %s (%s)\n", next.ID, manifestOf(next))
+					return nil
+				}
+				booted, err := bootedDeployment(cmd.Context(), s)
+				if err != nil {
+					return err
+				}
+				if next.Entry.FileName() == booted.Entry.FileName() {
+					// bootc: "Reverting queued rollback state"
+					fmt.Fprintln(cmd.OutOrStdout(), "Next boot: current deployment")
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Next boot: rollback deployment %s (%s)\n", next.ID, manifestOf(next))
+				reboot = apply
 				return nil
 			})
+			if err != nil || !reboot {
+				return err
+			}
+			return g.reboot(cmd)
 		},
 	}
 	lf.register(cmd)
-	cmd.Flags().BoolVar(&apply, "apply", false, "reboot into it at once (running hosts)")
+	cmd.Flags().BoolVar(&apply, "apply", false, "reboot into it at once (booted host)")
 	return cmd
 }

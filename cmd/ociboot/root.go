@@ -12,6 +12,14 @@ type globalOptions struct {
 	sysroot  string
 	logLevel string
 	log      *logrus.Logger
+
+	// Test hooks (hidden flags): drive a directory sysroot as if it were the booted
+	// host's root, with its own run directory, kernel command line and reboot command,
+	// since tests can neither use the real / nor reboot the machine.
+	running       bool   // --running: stage and finalize as on a booted host
+	runDir        string // --run-dir: instead of /run (staged.json, reboot-required)
+	cmdline       string // --cmdline: instead of /proc/cmdline (names the booted deployment)
+	rebootCommand string // --reboot-command: a shell command run instead of systemctl reboot
 }
 
 func newRootCmd() *cobra.Command {
@@ -39,6 +47,14 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 	}
 	cmd.PersistentFlags().StringVar(&g.sysroot, "sysroot", "/", "the root filesystem to operate on (a booted host's /, or a directory)")
 	cmd.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log verbosity: error, warn, info, debug or trace")
+	pf := cmd.PersistentFlags()
+	pf.BoolVar(&g.running, "running", false, "test hook: treat --sysroot as the booted host's root (stage, finalize at shutdown)")
+	pf.StringVar(&g.runDir, "run-dir", "/run", "test hook: the running host's runtime directory (ociboot/staged.json, reboot-required)")
+	pf.StringVar(&g.cmdline, "cmdline", "/proc/cmdline", "test hook: the file holding the running host's kernel command line")
+	pf.StringVar(&g.rebootCommand, "reboot-command", "", "test hook: shell command --apply runs instead of systemctl reboot")
+	for _, name := range []string{"running", "run-dir", "cmdline", "reboot-command"} {
+		pf.MarkHidden(name)
+	}
 	cmd.AddCommand(
 		newVersionCmd(),
 		newComposefsCmd(g),
@@ -53,6 +69,7 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newManCmd(),
 		newGCCmd(g),
 		newFsckCmd(g),
+		newFinalizeStagedCmd(g),
 		newPinCmd(g, true),
 		newPinCmd(g, false),
 	)
