@@ -42,6 +42,7 @@ type mountConfig struct {
 	verity      VerityMode
 	digest      *Digest
 	upper, work string
+	source      string // the overlay's source as mountinfo shows it; "" is mountSource
 
 	// Test hooks, so that every path through Mount runs on a kernel that needs none of
 	// the fallbacks: skip file-backed EROFS, or skip the new mount API altogether.
@@ -60,6 +61,19 @@ func WithImageDigest(d Digest) MountOption { return func(c *mountConfig) { c.dig
 // overlayfs requires). Without it the mount is read-only.
 func WithUpperDir(upper, work string) MountOption {
 	return func(c *mountConfig) { c.upper, c.work = upper, work }
+}
+
+// WithSource sets the overlay's source, what /proc/self/mountinfo shows for the mount
+// (default "composefs"). The booted root is mounted with "composefs:<digest>", as bootc
+// does, so that the deployment is recognised from the / mount.
+func WithSource(source string) MountOption { return func(c *mountConfig) { c.source = source } }
+
+// sourceName is the overlay's source for this mount.
+func (c *mountConfig) sourceName() string {
+	if c.source == "" {
+		return mountSource
+	}
+	return c.source
 }
 
 const (
@@ -323,7 +337,7 @@ func (m *mounter) overlayNew(erofs int) (int, error) {
 	fc.messages() // the expected complaint about "unsupported" must not blame a later step
 	const dataOnly = " (does the kernel support data-only lower layers, Linux ≥ 6.7?)"
 	steps := []struct{ key, value, hint string }{
-		{"source", mountSource, ""},
+		{"source", m.cfg.sourceName(), ""},
 		{"metacopy", "on", ""},
 		{"redirect_dir", "on", ""},
 		{"verity", map[VerityMode]string{VerityOff: "off", VerityRequire: "require"}[m.cfg.verity],
@@ -401,7 +415,7 @@ func (m *mounter) mountLegacy(ctx context.Context) error {
 		flags = unix.MS_RDONLY
 	}
 	data := strings.Join(opts, ",")
-	if err := unix.Mount(mountSource, m.target, "overlay", flags, data); err != nil {
+	if err := unix.Mount(m.cfg.sourceName(), m.target, "overlay", flags, data); err != nil {
 		if errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("mounting overlay on %s: mount(2) -o %s: %w (see dmesg; does the kernel support "+
 				"data-only lower layers, Linux ≥ 6.5, and overlay verity, Linux ≥ 6.6?)", m.target, data, err)

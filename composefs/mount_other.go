@@ -32,6 +32,7 @@ type mountConfig struct {
 	verity      VerityMode
 	digest      *Digest
 	upper, work string
+	source      string
 }
 
 // WithVerity sets overlayfs's verity mode.
@@ -44,6 +45,9 @@ func WithImageDigest(d Digest) MountOption { return func(c *mountConfig) { c.dig
 func WithUpperDir(upper, work string) MountOption {
 	return func(c *mountConfig) { c.upper, c.work = upper, work }
 }
+
+// WithSource sets the overlay's source as mountinfo shows it.
+func WithSource(source string) MountOption { return func(c *mountConfig) { c.source = source } }
 
 // errMountUnsupported is what Mount and Unmount return off Linux.
 var errMountUnsupported = fmt.Errorf("composefs mounts need Linux (EROFS and overlayfs): %w", errors.ErrUnsupported)

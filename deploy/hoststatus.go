@@ -24,40 +24,61 @@ import (
 // running host not booted from the sysroot shows no deployment at all, as bootc shows
 // a host it does not manage.
 func (s *Sysroot) Status(ctx context.Context) (*Host, error) {
+	h, _, err := s.StatusWithTrials(ctx)
+	return h, err
+}
+
+// StatusWithTrials is Status, and the boot counter of each of the document's
+// deployments whose entry is on trial (HumanOptions.BootTrials): the status document has
+// no field for it.
+func (s *Sysroot) StatusWithTrials(ctx context.Context) (*Host, map[*BootEntry]*BootCounter, error) {
 	h := NewHost()
+	trials := map[*BootEntry]*BootCounter{}
+	note := func(e *BootEntry, d *Deployment) {
+		if c := d.Entry.Counter(); c != nil {
+			trials[e] = c
+		}
+	}
 	deps, err := s.Deployments(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bi, err := s.bootedIndex(deps)
 	if errors.Is(err, ErrNotBooted) {
-		return h, nil
+		return h, trials, nil
 	} else if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if bi < 0 {
-		return h, nil
+		return h, trials, nil
 	}
 	h.Status.Booted = s.bootEntry(deps[bi])
+	note(h.Status.Booted, deps[bi])
 	rest := slices.Delete(slices.Clone(deps), bi, bi+1)
 	if len(rest) > 0 {
 		h.Status.Rollback = s.bootEntry(rest[0])
+		note(h.Status.Rollback, rest[0])
 		// rest[0] sorts before the booted one exactly when the booted one is not first.
 		h.Status.RollbackQueued = bi > 0
 		if h.Status.RollbackQueued {
 			h.Spec.BootOrder = BootOrderRollback
 		}
 	}
-	for _, d := range rest[min(1, len(rest)):] {
+	others := rest[min(1, len(rest)):]
+	for _, d := range others {
 		h.Status.OtherDeployments = append(h.Status.OtherDeployments, *s.bootEntry(d))
+	}
+	for i, d := range others { // once the slice is complete: pointers into it
+		note(&h.Status.OtherDeployments[i], d)
 	}
 	staged, err := s.Staged(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if staged != nil {
 		h.Status.Staged = s.bootEntry(staged.Deployment)
 		h.Status.Staged.DownloadOnly = staged.DownloadOnly
+		note(h.Status.Staged, staged.Deployment)
 	}
 	spec := h.Status.Booted
 	if h.Status.Staged != nil && h.Status.Staged.Image != nil {
@@ -71,7 +92,7 @@ func (s *Sysroot) Status(ctx context.Context) (*Host, error) {
 		t := HostTypeBootcHost
 		h.Status.Type = &t
 	}
-	return h, nil
+	return h, trials, nil
 }
 
 // bootEntry is one deployment as the status document shows it.

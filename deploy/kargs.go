@@ -68,7 +68,7 @@ func (s *Sysroot) SetKargs(ctx context.Context, edit func(*kargs.Cmdline) error)
 	}
 	nb := bootOf(cur)
 	nb.Options = opts.String()
-	nb.Counter = nil
+	nb.Counter = NewBootTrial(0) // a new command line may not boot: on trial, as a new deployment
 	order := append([]DeploymentBoot{nb, bootOf(booted)}, pinnedBoots(deps, bi, composefs.Digest{})...)
 	entries, err := OrderEntries(osIDOf(cur.Entry), order)
 	if err != nil {

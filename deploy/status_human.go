@@ -21,6 +21,12 @@ type HumanOptions struct {
 	// the signature policy, soft-reboot capability, fs-verity enforcement and the
 	// download-only state of a staged deployment.
 	Verbose bool
+
+	// BootTrials is ociboot's own addition, which the status document has no field for:
+	// the boot counter of each deployment whose entry is on trial (Sysroot.BootTrials),
+	// shown as a "Boot trial" row. Deployments not in it get no row, so without it the
+	// output is bootc's.
+	BootTrials map[*BootEntry]*BootCounter
 }
 
 // Slot names one of the three single-deployment slots of a HostStatus, as bootc's
@@ -55,7 +61,7 @@ func (h *Host) WriteHuman(w io.Writer, opts HumanOptions) error {
 	if h.Status.Booted == nil {
 		fmt.Fprintln(bw, "System is not deployed via bootc.")
 	} else {
-		h.writeHumanBooted(bw, opts.Verbose)
+		h.writeHumanBooted(bw, opts)
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("writing host status: %w", err)
@@ -65,7 +71,8 @@ func (h *Host) WriteHuman(w io.Writer, opts HumanOptions) error {
 
 // writeHumanBooted is human_readable_output_booted: the three slots, a blank line between
 // them, then every other deployment after a blank line of its own.
-func (h *Host) writeHumanBooted(w *bufio.Writer, verbose bool) {
+func (h *Host) writeHumanBooted(w *bufio.Writer, opts HumanOptions) {
+	verbose := opts.Verbose
 	first := true
 	for _, s := range []struct {
 		slot  Slot
@@ -81,11 +88,11 @@ func (h *Host) writeHumanBooted(w *bufio.Writer, verbose bool) {
 		first = false
 		switch {
 		case e.Image != nil:
-			h.writeImageSlot(w, s.slot, e, verbose)
+			h.writeImageSlot(w, s.slot, e, opts)
 		case e.Ostree != nil:
 			h.writeOstreeSlot(w, s.slot, e, verbose)
 		case e.Composefs != nil:
-			writeComposefsSlot(w, s.slot, e)
+			writeComposefsSlot(w, s.slot, e, opts)
 		default:
 			fmt.Fprintf(w, "Current %s state is unknown\n", s.slot)
 		}
@@ -95,7 +102,7 @@ func (h *Host) writeHumanBooted(w *bufio.Writer, verbose bool) {
 		fmt.Fprintln(w)
 		switch {
 		case e.Image != nil:
-			h.writeImageSlot(w, "", e, verbose)
+			h.writeImageSlot(w, "", e, opts)
 		case e.Ostree != nil:
 			h.writeOstreeSlot(w, "", e, verbose)
 		}
@@ -122,7 +129,8 @@ func humanTimestamp(t *time.Time) string {
 
 // writeImageSlot is human_render_slot, for a deployment of a container image. The
 // prefix is measured in characters, so the rows align under "● Booted image".
-func (h *Host) writeImageSlot(w *bufio.Writer, slot Slot, e *BootEntry, verbose bool) {
+func (h *Host) writeImageSlot(w *bufio.Writer, slot Slot, e *BootEntry, opts HumanOptions) {
+	verbose := opts.Verbose
 	img := e.Image
 	ref := img.Image.Image
 	if img.Image.Transport != "registry" { // registry is the default; others are named
@@ -160,6 +168,7 @@ func (h *Host) writeImageSlot(w *bufio.Writer, slot Slot, e *BootEntry, verbose 
 		humanRow(w, width, "UpdateDigest", "%s", c.ImageDigest)
 	}
 	h.writeUsrOverlay(w, slot, width)
+	writeBootTrial(w, opts.BootTrials[e], width)
 	// bootc's next row, Storage, shows status.storage, which host-v1.schema.json (and so
 	// this document) does not have yet.
 	if !verbose {
@@ -207,11 +216,27 @@ func (h *Host) writeOstreeSlot(w *bufio.Writer, slot Slot, e *BootEntry, verbose
 
 // writeComposefsSlot is human_render_slot_composefs, for a composefs deployment without
 // an image (bootc prints only its verity, under the name Commit).
-func writeComposefsSlot(w *bufio.Writer, slot Slot, e *BootEntry) {
+func writeComposefsSlot(w *bufio.Writer, slot Slot, e *BootEntry, opts HumanOptions) {
 	prefix := map[Slot]string{SlotStaged: "  Staged composefs", SlotBooted: blackCircle + " Booted composefs",
 		SlotRollback: "  Rollback composefs"}[slot]
 	fmt.Fprintln(w, prefix)
 	humanRow(w, len(prefix), "Commit", "%s", e.Composefs.Verity)
+	writeBootTrial(w, opts.BootTrials[e], len(prefix))
+}
+
+// writeBootTrial is ociboot's row for an entry on trial (boot counting): the tries the
+// boot loader has left for it, or that it has none and is passed over. Nothing for an
+// entry not on trial (c nil): new, or marked good by bless-boot.
+func writeBootTrial(w *bufio.Writer, c *BootCounter, width int) {
+	switch {
+	case c == nil:
+	case c.Left == 0:
+		humanRow(w, width, "Boot trial", "failed: no tries left after %d (the boot loader passes it over)", c.Done)
+	case c.Left == 1:
+		humanRow(w, width, "Boot trial", "1 try left (of %d)", c.Left+c.Done)
+	default:
+		humanRow(w, width, "Boot trial", "%d tries left (of %d)", c.Left, c.Left+c.Done)
+	}
 }
 
 // writeUsrOverlay is write_usr_overlay: only the booted deployment has a /usr overlay.

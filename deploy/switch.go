@@ -136,8 +136,10 @@ func (s *Sysroot) prepareBoot(boot *os.Root, img *oci.Image, nv, bv *imageView, 
 		BootDigest: filepath.Base(bootDir), Deployed: time.Now().UTC()}
 	linux, initrd := BootFilePaths(bootDir)
 	osr := nv.osRelease()
+	// A new deployment boots on trial (systemd-boot's boot counting): if it fails to boot
+	// DefaultBootTries times, the boot loader passes it over for the next entry.
 	return DeploymentBoot{Digest: img.ComposefsDigest.String(), Title: osr["PRETTY_NAME"], Version: imageVersion(img, osr),
-		Linux: linux, Initrd: []string{initrd}, Options: options.String()}, origin, nil
+		Linux: linux, Initrd: []string{initrd}, Options: options.String(), Counter: NewBootTrial(0)}, origin, nil
 }
 
 // pinnedBoots are the entries of the pinned deployments a new set keeps after the new
@@ -176,7 +178,14 @@ func (s *Sysroot) Rollback(ctx context.Context) error {
 	if bi != 0 {
 		first = bi // queued: back to the booted one
 	}
-	order := []DeploymentBoot{bootOf(deps[first]), bootOf(deps[0])}
+	// Every entry keeps its boot counter (bootc and ostree do not put a rollback target on
+	// trial: it booted before), except that one with no tries left gets a new trial:
+	// systemd-boot sorts such an entry last, so the rollback would not take effect.
+	target := bootOf(deps[first])
+	if c := target.Counter; c != nil && c.Left == 0 {
+		target.Counter = NewBootTrial(0)
+	}
+	order := []DeploymentBoot{target, bootOf(deps[0])}
 	for i, d := range deps {
 		if i != first && i != 0 {
 			order = append(order, bootOf(d))

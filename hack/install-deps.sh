@@ -23,6 +23,10 @@ need=(
 	# Boot partitions: the boot entry set is crash-tested on loop-mounted ext4 and xfs.
 	mkfs.xfs:xfsprogs
 	mkfs.vfat:dosfstools
+	# The systemd units are checked with systemd-analyze verify, the dracut module with
+	# shellcheck.
+	systemd-analyze:systemd
+	shellcheck:shellcheck
 )
 
 # file:package pairs. The build uses CGO_ENABLED=0 and the containers_image_openpgp tag;

@@ -70,8 +70,10 @@ boots it next, keeping /etc and /var through a three-way merge.`,
 		newGCCmd(g),
 		newFsckCmd(g),
 		newFinalizeStagedCmd(g),
+		newSetupRootCmd(g),
 		newPinCmd(g, true),
 		newPinCmd(g, false),
+		newBlessBootCmd(g),
 	)
 	return cmd
 }

@@ -37,7 +37,7 @@ readable on a terminal, YAML otherwise (--format yaml|json|humanreadable).`,
 				return err
 			}
 			defer s.Close()
-			h, err := s.Status(cmd.Context())
+			h, trials, err := s.StatusWithTrials(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ readable on a terminal, YAML otherwise (--format yaml|json|humanreadable).`,
 				_, err := fmt.Fprintln(out)
 				return err
 			case "humanreadable":
-				return h.WriteHuman(out, deploy.HumanOptions{Verbose: verbose})
+				return h.WriteHuman(out, deploy.HumanOptions{Verbose: verbose, BootTrials: trials})
 			}
 			return fmt.Errorf("--format %q: want humanreadable, yaml or json", format)
 		},
