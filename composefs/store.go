@@ -297,6 +297,7 @@ func (s *Store) commit(t *storeTemp, d Digest, size int64) error {
 	if err := t.f.Chmod(storeObjectMode); err != nil {
 		return fmt.Errorf("setting mode of temporary file: %w", err)
 	}
+	startWriteback(t.f)
 	// FS_IOC_ENABLE_VERITY refuses a file that is open for writing, ours included.
 	err := t.f.Close()
 	t.f = nil

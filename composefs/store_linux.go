@@ -72,3 +72,10 @@ func fallbackFromCopyFileRange(err error) bool {
 	return errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) ||
 		errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBADF)
 }
+
+// startWriteback starts writing f's data back to disk without waiting for it: the one
+// syncfs that makes a batch durable then finds most of it on disk already, instead of
+// flushing a whole image's worth at the end. Only a hint; an error changes nothing.
+func startWriteback(f *os.File) {
+	_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}
