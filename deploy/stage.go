@@ -235,7 +235,7 @@ func (s *Sysroot) stage(ctx context.Context, img *oci.Image, o deployOptions) (*
 		return nil, err
 	}
 	defer boot.Close()
-	nd, origin, err := s.prepareBoot(boot, img, nv, bv, base)
+	nd, origin, err := s.prepareBoot(boot, img, nv, bv, base, o)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,10 @@ var ErrNoRollback = errors.New("no rollback deployment")
 // DeployOption tunes Deploy.
 type DeployOption func(*deployOptions)
 
-type deployOptions struct{ downloadOnly bool }
+type deployOptions struct {
+	downloadOnly       bool
+	addKargs, delKargs []string // WithExtraKargs
+}
 
 // WithDownloadOnly stages the deployment locked for finalization (bootc's upgrade
 // --download-only): FinalizeStaged leaves it staged, so it is applied only once
@@ -85,7 +88,7 @@ func (s *Sysroot) Deploy(ctx context.Context, img *oci.Image, opts ...DeployOpti
 		return nil, err
 	}
 	defer boot.Close()
-	nd, origin, err := s.prepareBoot(boot, img, nv, pv, booted)
+	nd, origin, err := s.prepareBoot(boot, img, nv, pv, booted, o)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +121,7 @@ func (s *Sysroot) Deploy(ctx context.Context, img *oci.Image, opts ...DeployOpti
 // origin. base is the deployment whose command line the new one's follows (the booted
 // one, or a staged one it replaces), bv a view of base's image; both nil for a first
 // deployment.
-func (s *Sysroot) prepareBoot(boot *os.Root, img *oci.Image, nv, bv *imageView, base *Deployment) (DeploymentBoot, *Origin, error) {
+func (s *Sysroot) prepareBoot(boot *os.Root, img *oci.Image, nv, bv *imageView, base *Deployment, o deployOptions) (DeploymentBoot, *Origin, error) {
 	bf, err := nv.bootFiles()
 	if err != nil {
 		return DeploymentBoot{}, nil, err
@@ -130,6 +133,9 @@ func (s *Sysroot) prepareBoot(boot *os.Root, img *oci.Image, nv, bv *imageView, 
 	failpoint.Step("deploy: boot files installed")
 	options, err := s.commandLine(img.ComposefsDigest, nv, bv, base)
 	if err != nil {
+		return DeploymentBoot{}, nil, err
+	}
+	if err := o.editKargs(options); err != nil {
 		return DeploymentBoot{}, nil, err
 	}
 	origin := &Origin{Transport: img.Transport, Image: img.Ref, ManifestDigest: img.ManifestDigest.String(),

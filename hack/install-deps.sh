@@ -23,6 +23,9 @@ need=(
 	# Boot partitions: the boot entry set is crash-tested on loop-mounted ext4 and xfs.
 	mkfs.xfs:xfsprogs
 	mkfs.vfat:dosfstools
+	# install to-disk: the GPT (sfdisk), the ESP filled without mounting it (mtools).
+	sfdisk:fdisk
+	mcopy:mtools
 	# The systemd units are checked with systemd-analyze verify, the dracut module with
 	# shellcheck.
 	systemd-analyze:systemd
