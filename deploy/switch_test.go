@@ -19,14 +19,9 @@ import (
 // entries to the top layer.
 func testOS(t *testing.T, version string, kargsTOML string, extra func(l *testutil.Layer)) *testutil.Image {
 	t.Helper()
-	base := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).
-		Dir("usr/lib/modules/6.12.0", 0o755).
-		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+version+strings.Repeat("k", 5000)).
-		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+version+strings.Repeat("i", 5000)).
-		File("usr/lib/os-release", 0o644, "ID=testos\nPRETTY_NAME=\"Test OS "+version+"\"\nVERSION_ID="+version+"\n").
-		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n").File("etc/default.conf", 0o644, "v="+version+"\n").
-		Dir("var", 0o755).Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped "+version+"\n")
+	base := testutil.BootableOS("testos", version).
+		File("etc/default.conf", 0o644, "v="+version+"\n").
+		Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped "+version+"\n")
 	top := testutil.NewLayer()
 	if kargsTOML != "" {
 		top.Dir("usr/lib/bootc", 0o755).Dir("usr/lib/bootc/kargs.d", 0o755).File("usr/lib/bootc/kargs.d/10-test.toml", 0o644, kargsTOML)
@@ -34,7 +29,7 @@ func testOS(t *testing.T, version string, kargsTOML string, extra func(l *testut
 	if extra != nil {
 		extra(top)
 	}
-	return testutil.BuildImage(t, testutil.ImageConfig{"Labels": map[string]string{"containers.bootc": "1"}}, []*testutil.Layer{base, top})
+	return testutil.BuildImage(t, testutil.BootcConfig, []*testutil.Layer{base, top})
 }
 
 func pullLayout(t *testing.T, s *Sysroot, img *testutil.Image, tag string) *oci.Image {

@@ -20,14 +20,10 @@ import (
 // layers on top.
 func crashOS(t *testing.T, version string, extra ...*testutil.Layer) *testutil.Image {
 	t.Helper()
-	l := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
-		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+version+strings.Repeat("k", 3000)).
-		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+version+strings.Repeat("i", 3000)).
-		File("usr/lib/os-release", 0o644, "ID=crashos\nVERSION_ID="+version+"\n").
+	l := testutil.BootableOS("crashos", version).
 		Dir("usr/bin", 0o755).File("usr/bin/tool", 0o755, strings.Repeat("tool "+version, 100)).
-		Dir("etc", 0o755).File("etc/os.conf", 0o644, "version="+version+"\n").
-		Dir("var", 0o755).File("var/seed", 0o644, "seed "+version+"\n")
+		File("etc/os.conf", 0o644, "version="+version+"\n").
+		File("var/seed", 0o644, "seed "+version+"\n")
 	return testutil.BuildImage(t, nil, append([]*testutil.Layer{l}, extra...))
 }
 

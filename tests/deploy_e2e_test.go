@@ -39,20 +39,13 @@ const deployNeedsRoot = "ociboot reads the image it deploys through a composefs 
 // kargs.d, /etc/default.conf, and whatever the test adds), as an image built FROM a
 // bootable base with a few changes on top is laid out.
 
-const testKver = "6.12.0-ociboot"
-
 // osBase is the shared bottom layer: bootc's layout (usr/lib/modules/$KVER/vmlinuz and
 // initramfs.img, usr/lib/os-release, /etc and /var defaults) and bulk files
 // usr/share/bulk/NNNN of bulkSize bytes, each with different contents.
 func osBase(bulk, bulkSize int) *testutil.Layer {
-	l := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).
-		Dir("usr/lib/modules/"+testKver, 0o755).
-		File("usr/lib/modules/"+testKver+"/vmlinuz", 0o644, "kernel "+randomText(1, 0, 20000)).
-		File("usr/lib/modules/"+testKver+"/initramfs.img", 0o644, "initramfs "+randomText(2, 0, 20000)).
-		File("usr/lib/os-release", 0o644, "ID=ocibootest\nPRETTY_NAME=\"ociboot test OS\"\n").
-		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n").File("etc/default.conf", 0o644, "v=base\n").
-		Dir("var", 0o755).Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped\n").
+	l := testutil.BootableOS("ocibootest", "base").
+		File("etc/default.conf", 0o644, "v=base\n").
+		Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped\n").
 		Dir("usr/share", 0o755).Dir("usr/share/bulk", 0o755)
 	for i := range bulk {
 		l.File(fmt.Sprintf("usr/share/bulk/%04d", i), 0o644, randomText(3, uint64(i), bulkSize))

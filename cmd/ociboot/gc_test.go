@@ -15,14 +15,9 @@ import (
 // switch takes with --transport oci.
 func bootableLayout(t *testing.T, version string) string {
 	t.Helper()
-	l := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
-		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+version+strings.Repeat("k", 5000)).
-		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+version+strings.Repeat("i", 5000)).
-		File("usr/lib/os-release", 0o644, "ID=testos\nPRETTY_NAME=\"Test OS "+version+"\"\nVERSION_ID="+version+"\n").
-		Dir("usr/share", 0o755).File("usr/share/only", 0o644, strings.Repeat("only in "+version+" ", 100)).
-		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n")
-	img := testutil.BuildImage(t, testutil.ImageConfig{"Labels": map[string]string{"containers.bootc": "1"}}, []*testutil.Layer{l})
+	l := testutil.BootableOS("testos", version).
+		Dir("usr/share", 0o755).File("usr/share/only", 0o644, strings.Repeat("only in "+version+" ", 100))
+	img := testutil.BuildImage(t, testutil.BootcConfig, []*testutil.Layer{l})
 	dir := filepath.Join(t.TempDir(), "layout")
 	img.WriteLayout(t, dir, "v"+version)
 	return dir + ":v" + version

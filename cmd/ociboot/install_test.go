@@ -16,18 +16,13 @@ import (
 // installLayout is a bootable image with systemd-boot, in an OCI layout: its reference.
 func installLayout(t *testing.T) string {
 	t.Helper()
-	l := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
-		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+strings.Repeat("k", 5000)).
-		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+strings.Repeat("i", 5000)).
-		File("usr/lib/os-release", 0o644, "ID=testos\nPRETTY_NAME=\"Test OS 1\"\nVERSION_ID=1\n").
+	l := testutil.BootableOS("testos", "1").
 		Dir("usr/lib/systemd", 0o755).Dir("usr/lib/systemd/boot", 0o755).Dir("usr/lib/systemd/boot/efi", 0o755).
 		File("usr/lib/systemd/boot/efi/systemd-bootx64.efi", 0o644, "MZ fake systemd-boot "+strings.Repeat("e", 3000)).
 		Dir("usr/lib/bootc", 0o755).Dir("usr/lib/bootc/kargs.d", 0o755).
 		File("usr/lib/bootc/kargs.d/10-test.toml", 0o644, "kargs = [\"quiet\", \"loglevel=3\"]\n").
-		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n").
-		Dir("var", 0o755).Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped\n").Dir("sysroot", 0o755)
-	img := testutil.BuildImage(t, testutil.ImageConfig{"Labels": map[string]string{"containers.bootc": "1"}}, []*testutil.Layer{l})
+		Dir("var/lib", 0o755).File("var/lib/shipped", 0o644, "shipped\n")
+	img := testutil.BuildImage(t, testutil.BootcConfig, []*testutil.Layer{l})
 	dir := filepath.Join(t.TempDir(), "layout")
 	img.WriteLayout(t, dir, "v1")
 	return "oci:" + dir + ":v1"

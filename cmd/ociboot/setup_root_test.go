@@ -15,13 +15,7 @@ import (
 // /etc, /var and /sysroot to mount on.
 func rootLayout(t *testing.T) string {
 	t.Helper()
-	l := testutil.NewLayer().
-		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
-		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+strings.Repeat("k", 5000)).
-		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+strings.Repeat("i", 5000)).
-		File("usr/lib/os-release", 0o644, "ID=testos\nPRETTY_NAME=\"Test OS 1\"\nVERSION_ID=1\n").
-		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n").Dir("var", 0o755).Dir("sysroot", 0o755)
-	img := testutil.BuildImage(t, testutil.ImageConfig{"Labels": map[string]string{"containers.bootc": "1"}}, []*testutil.Layer{l})
+	img := testutil.BuildImage(t, testutil.BootcConfig, []*testutil.Layer{testutil.BootableOS("testos", "1")})
 	dir := filepath.Join(t.TempDir(), "layout")
 	img.WriteLayout(t, dir, "v1")
 	return dir + ":v1"

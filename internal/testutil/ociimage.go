@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -315,3 +316,20 @@ func (img *Image) WriteLayout(t testing.TB, dir, tag string) {
 		t.Fatal(err)
 	}
 }
+
+// BootableOS is the layer of a small bootable image laid out as bootc images are: the
+// kernel and initramfs in /usr/lib/modules/6.12.0, os-release with ID id and VERSION_ID
+// version, and the /etc, /var and /sysroot a root needs. Their content carries version,
+// so two versions differ. Callers add what their test needs to the returned layer.
+func BootableOS(id, version string) *Layer {
+	return NewLayer().
+		Dir("usr", 0o755).Dir("usr/lib", 0o755).Dir("usr/lib/modules", 0o755).Dir("usr/lib/modules/6.12.0", 0o755).
+		File("usr/lib/modules/6.12.0/vmlinuz", 0o644, "kernel "+version+strings.Repeat("k", 5000)).
+		File("usr/lib/modules/6.12.0/initramfs.img", 0o644, "initramfs "+version+strings.Repeat("i", 5000)).
+		File("usr/lib/os-release", 0o644, "ID="+id+"\nPRETTY_NAME=\"Test OS "+version+"\"\nVERSION_ID="+version+"\n").
+		Dir("etc", 0o755).File("etc/hostname", 0o644, "image\n").
+		Dir("var", 0o755).Dir("sysroot", 0o755)
+}
+
+// BootcConfig is the image config label that marks a bootc image.
+var BootcConfig = ImageConfig{"Labels": map[string]string{"containers.bootc": "1"}}
