@@ -268,22 +268,46 @@ func (s *Store) present(d Digest, size int64) (bool, error) {
 	if s.policy != VerityMandatory {
 		return true, nil
 	}
+	err = s.EnsureVerity(d)
+	if errors.Is(err, ErrDigestMismatch) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// EnsureVerity makes sure object d has fs-verity with the digest its name says, enabling
+// it on an object that has none (one written where, or when, the filesystem could not:
+// a store filled by mkfs.ext4 -d, or copied). It returns an error satisfying
+// errors.Is(err, ErrVerityNotSupported) where the filesystem or kernel lacks fs-verity,
+// ErrDigestMismatch for an object whose content is not its name, and fs.ErrNotExist for
+// a missing one.
+func (s *Store) EnsureVerity(d Digest) error {
 	f, err := s.root.OpenFile(d.ObjectPath(), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return false, fmt.Errorf("opening existing object: %w", err)
+		return err
 	}
 	defer f.Close()
+	return EnsureFileVerity(f, d)
+}
+
+// EnsureFileVerity makes sure f, open read-only, has sha256 fs-verity with digest want,
+// enabling it if the file has none. Errors as Store.EnsureVerity's.
+func EnsureFileVerity(f *os.File, want Digest) error {
 	alg, m, err := MeasureVerity(f)
 	if errors.Is(err, ErrVerityNotEnabled) {
 		if err := EnableVerity(f, SHA256); err != nil {
-			return false, err
+			return err
 		}
 		alg, m, err = MeasureVerity(f)
 	}
 	if err != nil {
-		return false, err
+		return err
 	}
-	return alg == SHA256 && Digest(m) == d, nil
+	if alg != SHA256 || Digest(m) != want {
+		return &VerityError{Op: "measure", Path: f.Name(),
+			Err: fmt.Errorf("%w: fs-verity measures %s:%x, want %s", ErrDigestMismatch, alg, m, want)}
+	}
+	return nil
 }
 
 // commit gives the temporary file its final mode and fs-verity, and renames it into

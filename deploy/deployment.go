@@ -168,12 +168,16 @@ func (s *Sysroot) bootedIndex(deps []*Deployment) (int, error) {
 		}
 	}
 	if found < 0 {
-		return -1, fmt.Errorf("%w: %s names composefs=%s, which no boot entry names", ErrNotBooted, s.cmdlinePath, id)
+		return -1, fmt.Errorf("%w: the booted deployment %s (from / and %s) has no boot entry", ErrNotBooted, id, s.cmdlinePath)
 	}
 	return found, nil
 }
 
-// bootedID reads the running host's command line for the booted deployment's digest.
+// bootedID finds the running host's booted deployment: from the / mount first (its
+// source "composefs:<digest>", as SetupRoot mounts it), which stays true where the
+// command line does not (a soft reboot into another deployment), then from the command
+// line's composefs= argument. The command line is returned too, to tell apart entries
+// of one image.
 func (s *Sysroot) bootedID() (composefs.Digest, *kargs.Cmdline, error) {
 	var id composefs.Digest
 	data, err := os.ReadFile(s.cmdlinePath)
@@ -181,6 +185,11 @@ func (s *Sysroot) bootedID() (composefs.Digest, *kargs.Cmdline, error) {
 		return id, nil, fmt.Errorf("reading the kernel command line: %w", err)
 	}
 	c := kargs.Parse(data)
+	if mi, err := os.ReadFile(s.mountinfoPath); err == nil {
+		if id, ok := BootedFromMounts(string(mi)); ok {
+			return id, c, nil
+		}
+	}
 	id, _, err = ParseRootSelector(c)
 	if err != nil {
 		return id, nil, fmt.Errorf("%w: %s: %v", ErrNotBooted, s.cmdlinePath, err)

@@ -504,3 +504,37 @@ func TestBootedNotManaged(t *testing.T) {
 		t.Errorf("staged.json: %s", data)
 	}
 }
+
+// TestBootedFromMountinfo: a running host's booted deployment is the one its / mount
+// names (source composefs:<digest>, as SetupRoot mounts it), even where the command line
+// names another (a soft reboot); with / not a deployment, the command line decides.
+func TestBootedFromMountinfo(t *testing.T) {
+	h, deps := newRunningHost(t, testOS(t, "1", "", nil), testOS(t, "2", "", nil))
+	v1, v2 := deps[0], deps[1]
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	for _, tc := range []struct {
+		name, root string
+		want       *Deployment
+	}{
+		{"/ names v1, cmdline v2", "22 1 0:21 / / ro,relatime shared:1 - overlay " + BootedSourcePrefix + v1.ID.String() + " ro,lowerdir+=/x,datadir+=/y\n", v1},
+		{"/ is not a deployment", "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n", v2},
+		{"an overlay of something else", "22 1 0:21 / / rw - overlay overlay rw,lowerdir=/a\n", v2},
+	} {
+		data := "21 1 0:20 / /proc rw - proc proc rw\n" + tc.root + "30 22 0:30 / /run rw - tmpfs tmpfs rw\n"
+		if err := os.WriteFile(mi, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenSysroot(h.s.Path(), WithRunning(true), WithRunDir(h.run), WithCmdline(h.cmdline), WithMountinfo(mi))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Booted(context.Background())
+		s.Close()
+		if err != nil {
+			t.Fatalf("%s: Booted: %v", tc.name, err)
+		}
+		if b.ID != tc.want.ID {
+			t.Errorf("%s: booted %s, want %s", tc.name, b.ID, tc.want.ID)
+		}
+	}
+}

@@ -276,7 +276,11 @@ func (s *Sysroot) commandLine(id composefs.Digest, nv, pv *imageView, base *Depl
 	if err != nil {
 		return nil, err
 	}
-	root := RootSelector(id, !s.repo.Store().VerityEnabled())
+	verity, err := s.ensureVerity(id)
+	if err != nil {
+		return nil, err
+	}
+	root := RootSelector(id, !verity)
 	if base == nil {
 		c := newArgs.Clone()
 		c.AddOrModify(root)

@@ -38,6 +38,8 @@ type Sysroot struct {
 	running     bool
 	runDir      string // running host: where ociboot/staged.json and reboot-required live
 	cmdlinePath string // running host: the kernel command line naming the booted deployment
+	// running host: the mount table whose / names the booted deployment
+	mountinfoPath string
 }
 
 // SysrootOption configures OpenSysroot.
@@ -63,6 +65,11 @@ func WithRunDir(dir string) SysrootOption { return func(s *Sysroot) { s.runDir =
 // sysroot reads it; tests give a file of their own.
 func WithCmdline(path string) SysrootOption { return func(s *Sysroot) { s.cmdlinePath = path } }
 
+// WithMountinfo sets the file holding the running host's mount table (default
+// /proc/self/mountinfo): a / mounted by SetupRoot names the booted deployment, ahead of
+// the command line. For tests.
+func WithMountinfo(path string) SysrootOption { return func(s *Sysroot) { s.mountinfoPath = path } }
+
 // The sysroot's layout, relative to its top.
 const (
 	composefsDir = "composefs"
@@ -78,7 +85,8 @@ func OpenSysroot(path string, opts ...SysrootOption) (*Sysroot, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sysroot{path: abs, log: discardLogger(), runDir: "/run", cmdlinePath: "/proc/cmdline"}
+	s := &Sysroot{path: abs, log: discardLogger(), runDir: "/run", cmdlinePath: "/proc/cmdline",
+		mountinfoPath: "/proc/self/mountinfo"}
 	for _, o := range opts {
 		o(s)
 	}
