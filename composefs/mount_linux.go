@@ -184,8 +184,12 @@ func (m *mounter) mountNew(ctx context.Context) error {
 // MountDetached mounts the composefs image as Mount does but attaches it nowhere: it
 // returns the overlay's mount as an open directory. Reading through it (os.OpenRoot on
 // "/proc/self/fd/N", or *at calls on its descriptor) needs no mount point, and the mount
-// goes away when the file is closed or the process dies, so a crash leaves nothing
-// mounted. It needs the new mount API (Linux 6.7 or later for data-only layers).
+// goes away when the file is closed or the process dies. It needs the new mount API.
+//
+// Kernels before 6.15 refuse a detached EROFS mount as an overlay layer. There the
+// overlay is mounted with mount(2) on a private temporary directory, cloned with
+// open_tree(OPEN_TREE_CLONE) and unmounted at once: only the clone, attached nowhere,
+// stays. (A crash in that moment leaves the temporary mount behind.)
 func MountDetached(ctx context.Context, image, objectsDir string, opts ...MountOption) (*os.File, error) {
 	var cfg mountConfig
 	for _, o := range opts {
@@ -209,16 +213,49 @@ func MountDetached(ctx context.Context, image, objectsDir string, opts ...MountO
 		return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
 	}
 	m := &mounter{cfg: cfg, image: f, path: image, hasACL: flags&cfsFlagHasACL != 0, objects: objectsDir}
-	erofs, err := m.erofsDetached(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("mounting erofs image %s: %w", image, err)
+	mnt, legacy := -1, cfg.forceLegacy
+	if !legacy {
+		erofs, err := m.erofsDetached(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("mounting erofs image %s: %w", image, err)
+		}
+		mnt, err = m.overlayNew(erofs)
+		unix.Close(erofs)
+		if errors.Is(err, errNeedLegacy) {
+			legacy = true
+		} else if err != nil {
+			return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
+		}
 	}
-	defer unix.Close(erofs)
-	mnt, err := m.overlayNew(erofs)
-	if err != nil {
-		return nil, fmt.Errorf("mounting composefs image %s: %w", image, err)
+	if legacy {
+		if mnt, err = m.cloneLegacy(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return os.NewFile(uintptr(mnt), "composefs:"+filepath.Base(image)), nil
+}
+
+// cloneLegacy makes the detached overlay of MountDetached with mount(2): mounted on a
+// temporary directory, cloned, unmounted.
+func (m *mounter) cloneLegacy(ctx context.Context) (int, error) {
+	tmp, err := os.MkdirTemp("", ".composefs-detached-")
+	if err != nil {
+		return -1, fmt.Errorf("mounting composefs image %s: %w", m.path, err)
+	}
+	defer os.Remove(tmp)
+	m.target = tmp
+	if err := m.mountLegacy(ctx); err != nil {
+		return -1, fmt.Errorf("mounting composefs image %s: %w", m.path, err)
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, tmp, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if uerr := unix.Unmount(tmp, unix.MNT_DETACH); uerr != nil && err == nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("mounting composefs image %s: unmounting %s: %w", m.path, tmp, uerr)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("mounting composefs image %s: open_tree of %s: %w", m.path, tmp, err)
+	}
+	return fd, nil
 }
 
 // erofsDetached returns the fd of a detached read-only EROFS mount of the image.

@@ -322,14 +322,22 @@ func TestMountErrors(t *testing.T) {
 func TestMountDetached(t *testing.T) {
 	requireMountPrivileges(t)
 	fx := mntBuildFixture(t)
+	t.Run("new mount API", func(t *testing.T) { testMountDetached(t, fx) })
+	// Kernels before 6.15 refuse a detached EROFS as a layer: mount(2), cloned.
+	t.Run("mount(2), cloned", func(t *testing.T) {
+		testMountDetached(t, fx, func(c *mountConfig) { c.forceLegacy = true })
+	})
+}
+
+func testMountDetached(t *testing.T, fx mntFixture, opts ...MountOption) {
 	before, _ := os.ReadFile("/proc/self/mountinfo")
-	f, err := MountDetached(context.Background(), fx.image, fx.objects)
+	f, err := MountDetached(context.Background(), fx.image, fx.objects, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.ReadFile("/proc/self/mountinfo")
 	if !bytes.Equal(before, after) {
-		t.Errorf("a detached mount changed mountinfo")
+		t.Errorf("a detached mount changed mountinfo:\n%s\nthen\n%s", before, after)
 	}
 	root, err := os.OpenRoot("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
 	if err != nil {
@@ -365,7 +373,7 @@ func TestMountDetached(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := MountDetached(context.Background(), filepath.Join(t.TempDir(), "nope.cfs"), fx.objects); err == nil {
+	if _, err := MountDetached(context.Background(), filepath.Join(t.TempDir(), "nope.cfs"), fx.objects, opts...); err == nil {
 		t.Errorf("a missing image mounted")
 	}
 }
