@@ -8,7 +8,7 @@ GOFLAGS_B := -trimpath
 TAGS      := containers_image_openpgp
 export CGO_ENABLED := 0
 
-.PHONY: all build deps check test vet fmt-check demo bench fuzz man clean
+.PHONY: all build deps check test vet fmt-check demo bench fuzz man clean e2e
 
 all: build
 
@@ -31,6 +31,11 @@ test:
 
 # check is the README's test command and what CI runs (.ci/run).
 check: deps fmt-check vet build test
+
+# e2e is the VM test alone (root): a test OS installed to a disk image and booted in qemu
+# through seven boots (tests/vm_e2e_test.go). make check runs it too.
+e2e: deps
+	$(GO) test -tags '$(TAGS)' -count=1 -timeout 20m -run TestVMBoot -v ./tests/
 
 demo: build
 	./hack/demo.sh

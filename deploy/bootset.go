@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -477,4 +478,54 @@ func removeBootSetDir(loader *blsDir, name string) error {
 	}
 	bootStep("remove: " + name)
 	return nil
+}
+
+// RefreshStagedCounters gives the entries of the staged set the boot counters their twins
+// (same options, kernel and initrd) in loader/entries have now. A staged set copies the
+// entries' counters when it is made; the boot can be marked good (bless-boot) after that,
+// and committing the copy would put the booted entry back on trial. The staged
+// deployment's own entry, the first, is new and keeps its counter. Each change is a
+// rename inside the staged set, which is not live: a crash leaves some counters
+// refreshed, which the next call completes. It returns how many it changed.
+func RefreshStagedCounters(boot *os.Root) (int, error) {
+	staged, err := ReadStagedBootSet(boot)
+	if err != nil || len(staged) < 2 {
+		return 0, err
+	}
+	cur, err := ReadBootSet(boot)
+	if err != nil {
+		return 0, err
+	}
+	loader, err := openLoader(boot, false)
+	if err != nil {
+		return 0, err
+	}
+	defer loader.Close()
+	dir, err := loader.openDir(bootStagedName)
+	if err != nil {
+		return 0, err
+	}
+	defer dir.Close()
+	n := 0
+	for i := 1; i < len(staged); i++ {
+		e := &staged[i]
+		j := slices.IndexFunc(cur, func(c BLSEntry) bool {
+			return c.Options == e.Options && c.Linux == e.Linux && slices.Equal(c.Initrd, e.Initrd)
+		})
+		if j < 0 || (cur[j].TriesLeft == e.TriesLeft && cur[j].TriesDone == e.TriesDone) {
+			continue
+		}
+		from := e.FileName()
+		e.TriesLeft, e.TriesDone = cur[j].TriesLeft, cur[j].TriesDone
+		if err := unix.Renameat(dir.fd(), from, dir.fd(), e.FileName()); err != nil {
+			return n, fmt.Errorf("renaming loader/%s/%s to %s: %w", bootStagedName, from, e.FileName(), err)
+		}
+		n++
+	}
+	if n > 0 {
+		if err := unix.Fsync(dir.fd()); err != nil {
+			return n, fmt.Errorf("syncing loader/%s: %w", bootStagedName, err)
+		}
+	}
+	return n, nil
 }

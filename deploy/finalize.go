@@ -103,6 +103,10 @@ func (s *Sysroot) FinalizeStaged(ctx context.Context) error {
 			return fmt.Errorf("finalizing the staged deployment %s: %w; it was discarded, and the boot entries are as they were", nd.ID, err)
 		}
 	}
+	// The boot may have been marked good (or bad) since the set was staged.
+	if _, err := RefreshStagedCounters(boot); err != nil {
+		return err
+	}
 	if err := s.Sync(); err != nil {
 		return err
 	}

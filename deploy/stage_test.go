@@ -538,3 +538,56 @@ func TestBootedFromMountinfo(t *testing.T) {
 		}
 	}
 }
+
+// TestFinalizeKeepsBlessing: a boot marked good after an upgrade was staged stays good
+// once finalize commits the staged set, which was copied while the booted entry was
+// still on trial; the staged deployment's own entry stays on trial.
+func TestFinalizeKeepsBlessing(t *testing.T) {
+	ctx := context.Background()
+	h, deps := newRunningHost(t, testOS(t, "1", "", nil))
+	boot, err := os.OpenRoot(filepath.Join(h.s.Path(), bootDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer boot.Close()
+	entries, err := ReadBootSet(boot)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("entries: %v %v", entries, err)
+	}
+	// systemd-boot takes a try before starting the kernel.
+	e := entries[0]
+	from := e.FileName()
+	e.TriesLeft, e.TriesDone = 2, 1
+	dir := filepath.Join(h.s.Path(), bootDir, bootLoaderDir, bootEntriesName)
+	if err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, e.FileName())); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := h.s.Deploy(ctx, pullLayout(t, h.s, testOS(t, "2", "", nil), "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := ReadStagedBootSet(boot)
+	if err != nil || len(staged) != 2 || staged[1].TriesLeft != 2 || staged[1].TriesDone != 1 {
+		t.Fatalf("staged set %v (%v): want v1's entry copied at +2-1", staged, err)
+	}
+	c, err := ParseBootCountPath("/" + bootLoaderDir + "/" + bootEntriesName + "/" + e.FileName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := MarkBoot(boot, c, BootGood); err != nil || !changed {
+		t.Fatalf("marking the boot good: %v %v", changed, err)
+	}
+	if err := h.s.FinalizeStaged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadBootSet(boot)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("entries after finalize: %v %v", got, err)
+	}
+	if id, _, _ := ParseRootSelector(kargs.Parse([]byte(got[0].Options))); id != d2.ID || got[0].TriesLeft != 3 {
+		t.Errorf("first entry %s: want v2's, on trial with 3 tries", got[0].FileName())
+	}
+	if id, _, _ := ParseRootSelector(kargs.Parse([]byte(got[1].Options))); id != deps[0].ID || got[1].Counting() {
+		t.Errorf("second entry %s: want v1's, good (no counter), as bless-boot left it", got[1].FileName())
+	}
+}

@@ -30,6 +30,12 @@ need=(
 	# shellcheck.
 	systemd-analyze:systemd
 	shellcheck:shellcheck
+	# The VM test (make e2e): qemu under TCG with OVMF; debugfs reads the results back
+	# from the guest's control disk without mounting it; the guest's kernel and
+	# systemd-boot come from trixie through hack/vm-assets.sh, which needs dpkg-deb.
+	qemu-system-x86_64:qemu-system-x86
+	debugfs:e2fsprogs
+	dpkg-deb:dpkg
 )
 
 # file:package pairs. The build uses CGO_ENABLED=0 and the containers_image_openpgp tag;
@@ -38,6 +44,7 @@ need=(
 need_files=(
 	/usr/include/gpgme.h:libgpgme-dev
 	/usr/include/btrfs/ioctl.h:libbtrfs-dev
+	/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
 )
 
 if [ $# -gt 0 ]; then

@@ -111,11 +111,13 @@ run etc-before cat /etc/ociboot-vm.conf
 echo "admin=edited in boot 1" >>/etc/ociboot-vm.conf
 echo "made in boot 1" >/var/ociboot-vm-file
 run status ociboot status --format json
+run unbless ociboot bless-boot indeterminate
 run switch ociboot switch --transport oci /run/ctl/layout:v2
+run bless ociboot bless-boot good
 run status-staged ociboot status --format json
 `, bootTimeout, true)
 	runs = append(runs, run)
-	ok(t, "boot 1", res, "cmdline", "mountinfo", "os-release", "etc-before", "status", "switch", "status-staged")
+	ok(t, "boot 1", res, "cmdline", "mountinfo", "os-release", "etc-before", "status", "unbless", "switch", "bless", "status-staged")
 	boot1Args := bootArgs(t, "boot 1", res["cmdline"].stdout)
 	wantArgs := append(slices.Clone(versions[0].kargs), "root=PARTLABEL=root", "ociboot.install=yes", "composefs=?"+want[0].Composefs)
 	sameArgs(t, "boot 1: /proc/cmdline", boot1Args, wantArgs)
@@ -164,12 +166,13 @@ rm $B && mv $B.orig $B
 run payload-c cat /usr/share/ociboot-vm/payload-c
 run dmesg dmesg
 run fsck ociboot fsck
+run entries ls /sysroot/boot/loader/entries
 run rollback ociboot rollback
 run status-rollback ociboot status --format json
 `, obj("payload-a"), obj("payload-b"), obj("payload-c")), bootTimeout, true)
 	runs = append(runs, run)
 	ok(t, "boot 2", res, "cmdline", "mountinfo", "mounts", "os-release", "etc-edit", "etc-defaults", "etc-new", "var-file",
-		"status", "read-all", "payload-c", "dmesg", "fsck", "rollback", "status-rollback")
+		"status", "read-all", "payload-c", "dmesg", "fsck", "entries", "rollback", "status-rollback")
 	checkVersion(t, "boot 2", res, "2")
 	checkRootMount(t, "boot 2", res["mountinfo"].stdout, want[1].Composefs)
 	if !slices.ContainsFunc(strings.Split(res["mounts"].stdout, "\n"), func(l string) bool {
@@ -200,6 +203,11 @@ run status-rollback ociboot status --format json
 		if r := res[name]; r.rc == 0 || !strings.Contains(r.stderr, "Input/output error") {
 			t.Errorf("boot 2: %s: exit %d, stderr %q, %d bytes read; want an I/O error", name, r.rc, r.stderr, len(r.stdout))
 		}
+	}
+	// v2's entry was marked good at boot; v1's was marked good in boot 1 after v2 was
+	// staged, and finalize kept that.
+	if ents := strings.Fields(res["entries"].stdout); len(ents) != 2 || strings.Contains(res["entries"].stdout, "+") {
+		t.Errorf("boot 2: the entries are %q, want two, neither on trial", ents)
 	}
 	for _, msg := range []string{"has no fs-verity digest", "has the wrong fs-verity digest"} {
 		if !strings.Contains(res["dmesg"].stdout, msg) {
