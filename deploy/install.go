@@ -125,7 +125,7 @@ const (
 
 // DiskOptions tune MakeDisk.
 type DiskOptions struct {
-	Filesystem string // the root partition's: only "ext4" (the default) is supported
+	Filesystem string // the root partition's: "ext4" (the default), "btrfs" or "xfs"
 	Wipe       bool   // overwrite a device or file that already holds a partition table or data
 	Loopback   bool   // the device is a regular file, created (or replaced, with Wipe) at its size
 	RootSize   int64  // the root partition's size in bytes; 0 (or too small) sizes it to the content
@@ -137,10 +137,10 @@ const mib = 1 << 20
 // MakeDisk writes a GPT disk with an ESP and a root partition from staging, a sysroot
 // installed into a plain directory: the ESP holds staging's boot/ (entries, kernels,
 // systemd-boot), the root partition everything else, with boot/ left as an empty
-// directory (the ESP's mount point). Nothing is mounted: the ESP is made with mkfs.vfat
-// and filled with mcopy (mtools), the root with mkfs.ext4 -d (with fs-verity and 4 KiB
-// blocks), the table written with sfdisk and the images placed with dd. staging's boot/
-// is moved away in the process.
+// directory (the ESP's mount point). The ESP is made with mkfs.vfat and filled with
+// mcopy (mtools), the root as makeRootFS says (only xfs is mounted to be filled), the
+// table written with sfdisk and the images placed with dd. staging's boot/ is moved away
+// in the process.
 func MakeDisk(ctx context.Context, staging, device string, o DiskOptions) error {
 	if err := CheckDisk(device, o); err != nil {
 		return err
@@ -163,7 +163,7 @@ func MakeDisk(ctx context.Context, staging, device string, o DiskOptions) error 
 	espSize := roundMiB(treeSize(esp)*5/4 + 32*mib)
 	espSize = max(espSize, 64*mib)
 	rootSize := roundMiB(treeSize(staging)*3/2 + 64*mib)
-	rootSize = max(rootSize, 128*mib, roundMiB(o.RootSize))
+	rootSize = max(rootSize, rootFilesystems[o.fs()].min, roundMiB(o.RootSize))
 	espImg, rootImg := filepath.Join(work, "esp.img"), filepath.Join(work, "root.img")
 
 	fmt.Fprintf(o.Log, "Making the ESP (%d MiB) and the root filesystem (%d MiB)\n", espSize/mib, rootSize/mib)
@@ -189,7 +189,7 @@ func MakeDisk(ctx context.Context, staging, device string, o DiskOptions) error 
 	if err := os.Truncate(rootImg, rootSize); err != nil {
 		return err
 	}
-	if err := run(ctx, nil, "mkfs.ext4", "-q", "-F", "-O", "verity", "-b", "4096", "-L", RootPartLabel, "-d", staging, rootImg); err != nil {
+	if err := makeRootFS(ctx, o.fs(), staging, rootImg, work); err != nil {
 		return err
 	}
 
@@ -226,18 +226,67 @@ func MakeDisk(ctx context.Context, staging, device string, o DiskOptions) error 
 	return nil
 }
 
-// CheckDisk checks MakeDisk's options and target before anything is made: it refuses a
-// filesystem not supported yet, a target that would lose data without Wipe (a device
-// with a partition table, a non-empty image file), and a regular file without Loopback.
-func CheckDisk(device string, o DiskOptions) error {
-	switch o.Filesystem {
-	case "", "ext4":
-	case "xfs":
-		return errors.New("--filesystem xfs is not supported yet: mkfs.xfs cannot fill a filesystem from a directory (it has no -d), and this installer mounts nothing")
+// rootFilesystems are the root partition's filesystems install supports: the mkfs
+// command, its Debian package, and the smallest size it makes.
+var rootFilesystems = map[string]struct {
+	mkfs, pkg string
+	min       int64
+}{
+	"ext4":  {"mkfs.ext4", "e2fsprogs", 128 * mib},
+	"btrfs": {"mkfs.btrfs", "btrfs-progs", 256 * mib},
+	"xfs":   {"mkfs.xfs", "xfsprogs", 320 * mib}, // mkfs.xfs refuses less than 300 MB
+}
+
+func (o DiskOptions) fs() string {
+	if o.Filesystem == "" {
+		return "ext4"
+	}
+	return o.Filesystem
+}
+
+// makeRootFS makes the root filesystem image img, of its given size, holding the tree
+// staging. ext4 is made with fs-verity and 4 KiB blocks (enabling verity needs the
+// filesystem's block size to be the page size) and filled by mkfs.ext4 -d; btrfs, which
+// always has fs-verity, is filled by mkfs.btrfs --rootdir; xfs, which has no fs-verity
+// (its deployments boot with composefs=?), has no such option: it is loop-mounted under
+// work and filled with cp -a (mode, owner, times, xattrs), then unmounted.
+func makeRootFS(ctx context.Context, fsType, staging, img, work string) error {
+	switch fsType {
+	case "ext4":
+		return run(ctx, nil, "mkfs.ext4", "-q", "-F", "-O", "verity", "-b", "4096", "-L", RootPartLabel, "-d", staging, img)
 	case "btrfs":
-		return errors.New("--filesystem btrfs is not supported yet")
-	default:
+		return run(ctx, nil, "mkfs.btrfs", "-q", "-f", "-L", RootPartLabel, "--rootdir", staging, img)
+	case "xfs":
+		if err := run(ctx, nil, "mkfs.xfs", "-q", "-f", "-L", RootPartLabel, img); err != nil {
+			return err
+		}
+		mnt := filepath.Join(work, "root")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			return err
+		}
+		if err := run(ctx, nil, "mount", "-o", "loop", img, mnt); err != nil {
+			return err
+		}
+		err := run(ctx, nil, "cp", "-a", staging+"/.", mnt+"/")
+		if uerr := run(context.WithoutCancel(ctx), nil, "umount", mnt); uerr != nil && err == nil {
+			err = uerr
+		}
+		return err
+	}
+	return fmt.Errorf("unknown filesystem %q", fsType)
+}
+
+// CheckDisk checks MakeDisk's options and target before anything is made: it refuses an
+// unknown filesystem or one whose mkfs is missing, a target that would lose data without
+// Wipe (a device with a partition table, a non-empty image file), and a regular file
+// without Loopback.
+func CheckDisk(device string, o DiskOptions) error {
+	rf, ok := rootFilesystems[o.fs()]
+	if !ok {
 		return fmt.Errorf("unknown filesystem %q: want ext4, xfs or btrfs", o.Filesystem)
+	}
+	if _, err := exec.LookPath(rf.mkfs); err != nil {
+		return fmt.Errorf("--filesystem %s needs %s (Debian package %s): %w", o.fs(), rf.mkfs, rf.pkg, err)
 	}
 	fi, err := os.Stat(device)
 	if o.Loopback {

@@ -22,6 +22,8 @@ need=(
 	busybox:busybox-static
 	# Boot partitions: the boot entry set is crash-tested on loop-mounted ext4 and xfs.
 	mkfs.xfs:xfsprogs
+	# install to-disk --filesystem btrfs.
+	mkfs.btrfs:btrfs-progs
 	mkfs.vfat:dosfstools
 	# install to-disk: the GPT (sfdisk), the ESP filled without mounting it (mtools).
 	sfdisk:fdisk

@@ -129,7 +129,7 @@ Only ext4 is supported yet.`,
 	fl.BoolVar(&o.Loopback, "via-loopback", false, "DEVICE is a disk image file to create")
 	fl.BoolVar(&o.Wipe, "wipe", false, "overwrite DEVICE even if it has a partition table (or, with --via-loopback, replace the file)")
 	fl.StringVar(&rootSize, "root-size", "", "the root partition's size (512M, 2G...); default: the installed content plus room to spare")
-	fl.StringVar(&o.Filesystem, "filesystem", "ext4", "the root filesystem: ext4 (xfs and btrfs are not supported yet)")
+	fl.StringVar(&o.Filesystem, "filesystem", "ext4", "the root filesystem: ext4, btrfs or xfs (xfs has no fs-verity: its deployments boot with composefs=?)")
 	return cmd
 }
 

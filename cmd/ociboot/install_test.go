@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,14 +81,28 @@ func TestInstallToDisk(t *testing.T) {
 	testutil.RequireTool(t, "sfdisk", "fdisk")
 	testutil.RequireTool(t, "mkfs.vfat", "dosfstools")
 	testutil.RequireTool(t, "mcopy", "mtools")
-	testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
+	testutil.RequireTool(t, "blkid", "util-linux")
 	ref := installLayout(t)
+	if r := runCLI(t, "", "install", "to-disk", "--filesystem", "zfs", "--via-loopback", "--source-imgref", ref,
+		filepath.Join(t.TempDir(), "disk.img")); r.err == nil || !strings.Contains(r.err.Error(), `unknown filesystem "zfs"`) {
+		t.Fatalf("zfs: %v", r.err)
+	}
+	for _, tc := range []struct {
+		fs, pkg string
+		size    int64 // MiB: each one's smallest, or near it
+	}{{"ext4", "e2fsprogs", 200}, {"btrfs", "btrfs-progs", 256}, {"xfs", "xfsprogs", 320}} {
+		t.Run(tc.fs, func(t *testing.T) {
+			testutil.RequireTool(t, "mkfs."+tc.fs, tc.pkg)
+			testInstallToDisk(t, ref, tc.fs, tc.size)
+		})
+	}
+}
+
+func testInstallToDisk(t *testing.T, ref, fsType string, sizeMiB int64) {
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "disk.img")
-	if r := runCLI(t, "", "install", "to-disk", "--filesystem", "xfs", "--via-loopback", "--source-imgref", ref, disk); r.err == nil || !strings.Contains(r.err.Error(), "not supported yet") {
-		t.Fatalf("xfs: %v", r.err)
-	}
-	r := runCLI(t, "", "install", "to-disk", "--quiet", "--via-loopback", "--root-size", "200M", "--source-imgref", ref, "--karg", "console=ttyS0", disk)
+	r := runCLI(t, "", "install", "to-disk", "--quiet", "--via-loopback", "--filesystem", fsType, "--root-size",
+		strconv.FormatInt(sizeMiB, 10)+"M", "--source-imgref", ref, "--karg", "console=ttyS0", disk)
 	if r.err != nil {
 		t.Fatalf("install: %v\n%s", r.err, r.stderr)
 	}
@@ -113,8 +128,8 @@ func TestInstallToDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps := pt.PartitionTable.Partitions
-	if len(ps) == 2 && ps[1].Size != 200<<20/512 {
-		t.Errorf("root partition: %d sectors, want 200 MiB (--root-size)", ps[1].Size)
+	if len(ps) == 2 && ps[1].Size != sizeMiB<<20/512 {
+		t.Errorf("root partition: %d sectors, want %d MiB (--root-size)", ps[1].Size, sizeMiB)
 	}
 	if pt.PartitionTable.Label != "gpt" || len(ps) != 2 || ps[0].Type != "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" ||
 		ps[1].Type != "4F68BCE3-E8CD-4C8D-A3CB-FF4C6B5E2AB9" || ps[1].Name != "root" {
@@ -179,6 +194,18 @@ func TestInstallToDisk(t *testing.T) {
 	}
 
 	rootImg := extract(1, "root.img")
+	if out, err := exec.Command("blkid", "-o", "export", rootImg).Output(); err != nil ||
+		!strings.Contains(string(out), "\nTYPE="+fsType+"\n") || !strings.Contains(string(out), "\nLABEL=root\n") {
+		t.Errorf("blkid of the root partition: %v\n%s; want a %s filesystem labelled root", err, out, fsType)
+	}
+	if fsType == "ext4" {
+		// fs-verity, with 4 KiB blocks: what enabling it on 4 KiB pages needs.
+		out, err := exec.Command("dumpe2fs", "-h", rootImg).Output()
+		if err != nil || !regexp.MustCompile(`(?m)^Filesystem features:.* verity`).Match(out) ||
+			!regexp.MustCompile(`(?m)^Block size:\s+4096$`).Match(out) {
+			t.Errorf("dumpe2fs -h of the root partition: %v; want the verity feature and 4096-byte blocks:\n%s", err, out)
+		}
+	}
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", "-o", "loop", rootImg, mnt).CombinedOutput(); err != nil {
