@@ -56,8 +56,6 @@ func TestMakeDiskRefuses(t *testing.T) {
 		dev  string
 		want string
 	}{
-		{DiskOptions{Filesystem: "xfs"}, file, "not supported yet"},
-		{DiskOptions{Filesystem: "btrfs"}, file, "not supported yet"},
 		{DiskOptions{Filesystem: "zfs"}, file, "unknown filesystem"},
 		{DiskOptions{Loopback: true}, file, "--wipe"},
 		{DiskOptions{Loopback: true}, dir, "not a regular file"},
@@ -66,6 +64,21 @@ func TestMakeDiskRefuses(t *testing.T) {
 		err := MakeDisk(context.Background(), filepath.Join(dir, "staging"), c.dev, c.o)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v on %s: %v, want %q", c.o, c.dev, err, c.want)
+		}
+	}
+	// A filesystem whose mkfs is not installed is refused before anything is made.
+	t.Setenv("PATH", t.TempDir())
+	for fs, want := range map[string]string{
+		"ext4": "needs mkfs.ext4 (Debian package e2fsprogs)", "btrfs": "needs mkfs.btrfs (Debian package btrfs-progs)",
+		"xfs": "needs mkfs.xfs (Debian package xfsprogs)",
+	} {
+		disk := filepath.Join(dir, "new-"+fs+".img")
+		err := MakeDisk(context.Background(), filepath.Join(dir, "staging"), disk, DiskOptions{Filesystem: fs, Loopback: true})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s without its mkfs: %v, want %q", fs, err, want)
+		}
+		if _, err := os.Stat(disk); err == nil {
+			t.Errorf("%s without its mkfs: %s was made", fs, disk)
 		}
 	}
 }
