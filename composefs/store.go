@@ -128,11 +128,6 @@ func (s *Store) Dir() string { return s.dir }
 // is there), for overlayfs and for tools outside this package.
 func (s *Store) Path(d Digest) string { return filepath.Join(s.dir, d.ObjectPath()) }
 
-// VerityEnabled reports whether this Store has enabled fs-verity on the objects it wrote:
-// false before the first new object, under VerityNever, and where the filesystem lacks
-// fs-verity.
-func (s *Store) VerityEnabled() bool { return s.verity.Load() == verityOn }
-
 // Has reports whether an object named d is in the store as a regular file. It does not
 // check the content (Fsck does).
 func (s *Store) Has(d Digest) bool {

@@ -433,19 +433,19 @@ func TestStoreVerityPolicy(t *testing.T) {
 	if _, _, err := never.Put(ctx, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	if never.VerityEnabled() {
-		t.Error("VerityNever: VerityEnabled() = true")
+	if never.verity.Load() == verityOn {
+		t.Error("VerityNever: fs-verity enabled")
 	}
 
 	best := openTestStore(t)
-	if best.VerityEnabled() {
-		t.Error("VerityEnabled() before any Put = true")
+	if best.verity.Load() == verityOn {
+		t.Error("fs-verity known to be on before any Put")
 	}
 	d, _, err := best.Put(ctx, bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("best effort Put: %v", err)
 	}
-	supported := best.VerityEnabled()
+	supported := best.verity.Load() == verityOn
 	if !supported && best.verity.Load() != verityUnsupported {
 		t.Error("best effort: the lack of fs-verity was not remembered")
 	}

@@ -24,8 +24,8 @@ import (
 )
 
 // ocibootBin is the binary TestMain builds: the tests drive the command line users run,
-// not the library behind it.
-var ocibootBin string
+// not the library behind it. moduleDir is the module's root, where it is built from.
+var ocibootBin, moduleDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -46,7 +46,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	build := exec.Command("go", "build", "-tags", "containers_image_openpgp", "-o", ocibootBin, "./cmd/ociboot")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	moduleDir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	build.Dir = moduleDir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "TestMain: building ociboot: %v\n%s", err, out)

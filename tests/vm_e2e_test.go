@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -271,7 +272,7 @@ run entries ls /sysroot/boot/loader/entries
 	if n := run.count("init of v3 fails on purpose"); n != 3 {
 		t.Errorf("boots 4-6: v3's init ran %d times, want 3 (systemd-boot's +3 counter)", n)
 	}
-	if a, b := run.first("init of ociboot VM test OS 1 starts"), lastMark(run, "init of v3 fails"); a < 0 || a < b {
+	if a, b := run.first("init of ociboot VM test OS 1 starts"), run.last("init of v3 fails"); a < 0 || a < b {
 		t.Errorf("boot 7: v1 did not boot after v3's failures (v1's init at %s, v3's last failure at %s)", a, b)
 	}
 	checkVersion(t, "boot 7", res, "1")
@@ -309,20 +310,11 @@ func ok(t *testing.T, when string, res map[string]stepResult, names ...string) {
 		r, found := res[n]
 		switch {
 		case !found:
-			t.Fatalf("%s: the step did not run %s (results: %v)", when, n, sortedKeysOf(res))
+			t.Fatalf("%s: the step did not run %s (results: %v)", when, n, slices.Sorted(maps.Keys(res)))
 		case r.rc != 0:
 			t.Errorf("%s: %s exited %d: %s", when, n, r.rc, r.stderr)
 		}
 	}
-}
-
-func sortedKeysOf(m map[string]stepResult) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // bootInitrdArg is what systemd-boot adds to an entry's options: the initrd's path on the
@@ -393,16 +385,6 @@ func guestStatus(t *testing.T, when, out string) hostDoc {
 		t.Fatalf("%s: %v", when, err)
 	}
 	return doc
-}
-
-func lastMark(r *vmRun, s string) time.Duration {
-	at := time.Duration(-1)
-	for _, m := range r.marks {
-		if strings.Contains(m.text, s) {
-			at = m.at
-		}
-	}
-	return at
 }
 
 func clipText(s string) string {

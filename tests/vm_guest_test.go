@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,8 +40,7 @@ type vmAssets struct {
 // and reads what the guest is made of.
 func fetchVMAssets(t *testing.T) *vmAssets {
 	t.Helper()
-	root := moduleRoot(t)
-	cmd := exec.Command(filepath.Join(root, "hack", "vm-assets.sh"))
+	cmd := exec.Command(filepath.Join(moduleDir, "hack", "vm-assets.sh"))
 	cmd.Env = append(os.Environ(), "OCIBOOT_TRIXIE_MIRROR="+debianMirror(t))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -78,15 +78,6 @@ func fetchVMAssets(t *testing.T) *vmAssets {
 	}
 	a.busyboxLinks = strings.Fields(string(list))
 	return a
-}
-
-func moduleRoot(t testing.TB) string {
-	t.Helper()
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(gomod)) == "" {
-		t.Fatalf("finding the module root: %v", err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(gomod)))
 }
 
 // initramfsInit is the initramfs's /init: load the modules, mount the partition that
@@ -251,9 +242,7 @@ func guestBase(a *vmAssets, initramfs, ocibootBinary []byte) *testutil.Layer {
 		Symlink("etc/os-release", "../usr/lib/os-release").
 		File("etc/hostname", 0o644, "ociboot-vm\n").
 		Dir("usr/lib/bootc", 0o755).Dir("usr/lib/bootc/kargs.d", 0o755)
-	links := append([]string(nil), a.busyboxLinks...)
-	sort.Strings(links)
-	for _, app := range links {
+	for _, app := range slices.Sorted(slices.Values(a.busyboxLinks)) {
 		if app != "busybox" && app != "init" {
 			l.Symlink("usr/bin/"+app, "busybox")
 		}
@@ -276,12 +265,12 @@ func (v guestVersion) layer() *testutil.Layer {
 		File("usr/lib/os-release", 0o644, "ID=ocibootvm\nNAME=\"ociboot VM test OS\"\nPRETTY_NAME=\"ociboot VM test OS "+
 			v.version+"\"\nVERSION_ID="+v.version+"\n").
 		File("usr/lib/bootc/kargs.d/10-test.toml", 0o644, "kargs = [\""+strings.Join(v.kargs, "\", \"")+"\"]\n")
-	for _, name := range sortedKeys(v.etc) {
+	for _, name := range slices.Sorted(maps.Keys(v.etc)) {
 		l.File("etc/"+name, 0o644, v.etc[name])
 	}
 	if len(v.payload) > 0 {
 		l.Dir("usr/share", 0o755).Dir("usr/share/ociboot-vm", 0o755)
-		for _, name := range sortedKeys(v.payload) {
+		for _, name := range slices.Sorted(maps.Keys(v.payload)) {
 			l.File("usr/share/ociboot-vm/"+name, 0o644, v.payload[name])
 		}
 	}
@@ -289,13 +278,4 @@ func (v guestVersion) layer() *testutil.Layer {
 		l.File("usr/sbin/init", 0o755, v.init)
 	}
 	return l
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -64,6 +64,17 @@ func (r *vmRun) first(s string) time.Duration {
 	return -1
 }
 
+// last is when the last marker containing s came; -1 if none did.
+func (r *vmRun) last(s string) time.Duration {
+	at := time.Duration(-1)
+	for _, m := range r.marks {
+		if strings.Contains(m.text, s) {
+			at = m.at
+		}
+	}
+	return at
+}
+
 // count is how many markers contain s.
 func (r *vmRun) count(s string) int {
 	n := 0
@@ -223,7 +234,6 @@ func (v *vm) qemuRun(name string, timeout time.Duration, noReboot bool, failOn [
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, v.qemu, args...)
-	cmd.Stdin = nil
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()

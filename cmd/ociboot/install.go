@@ -76,13 +76,15 @@ func newInstallToDiskCmd(g *globalOptions) *cobra.Command {
 		Short: "Install an image to a whole disk: GPT, ESP and root partition",
 		Long: `Write DEVICE with a GPT holding an ESP (FAT32: systemd-boot, the boot entries and the
 kernels) and a root partition (label "root", the x86-64 root type of the Discoverable
-Partitions Specification; ext4 with fs-verity) holding the sysroot. The image is
-installed into a staging directory first (as to-filesystem), then the partitions are
-made from it without mounting anything (mkfs.vfat and mcopy, mkfs.ext4 -d, sfdisk,
-dd). The boot entry gets root=PARTLABEL=root, so that the initramfs mounts the root
-partition at /sysroot. With --via-loopback, DEVICE is a disk image file, created at
-the size needed (--root-size makes room for later deployments). A device that has a partition table is overwritten only with --wipe.
-Only ext4 is supported yet.`,
+Partitions Specification) holding the sysroot. The image is installed into a staging
+directory first (as to-filesystem), then the partitions are made from it: the ESP with
+mkfs.vfat and mcopy, the root with mkfs.ext4 -d (--filesystem ext4, the default, with
+fs-verity), mkfs.btrfs --rootdir (btrfs) or mkfs.xfs and a loop mount filled with cp -a
+(xfs, which has no fs-verity), the table with sfdisk, all placed with dd. The boot entry
+gets root=PARTLABEL=root, so that the initramfs mounts the root partition at /sysroot.
+With --via-loopback, DEVICE is a disk image file, created at the size needed
+(--root-size makes room for later deployments). A device that has a partition table is
+overwritten only with --wipe.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			device := args[0]
